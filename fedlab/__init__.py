@@ -1,0 +1,1 @@
+"""fedlab: a Hydra experiment runner for federated image classification on TensorFlow Federated."""

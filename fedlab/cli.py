@@ -1,0 +1,80 @@
+"""The `fedlab` command: Hydra composes the config, this module turns it into typed calls."""
+
+import os
+import pathlib
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from fedlab import workers
+
+# TensorFlow and TFF take 10-13 s to import, so they are imported inside the task functions below:
+# --help, --cfg job and config errors answer without them.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')  # TensorFlow's C++ start-up chatter (CUDA, TensorRT)
+
+
+def train(cfg: DictConfig, run_dir: pathlib.Path, run_info: dict | None = None):
+    """Federated training and evaluation as configured; returns `experiment.RunOutputs`."""
+    from hydra.utils import instantiate
+
+    from fedlab import client_data, experiment, training
+
+    # 1. Data: each client's train and test split.
+    data = instantiate(cfg.data)
+    # 2. Model: the group's factory takes the data's image shape and class count.
+    model_fn = instantiate(cfg.model)(data.image_shape, data.num_classes, seed=cfg.seed)
+    # 3. Aggregator for the model updates, and the client sampler.
+    model_aggregator = instantiate(cfg.aggregator)
+    sampler = instantiate(cfg.sampling)(data.client_ids, cfg.clients_per_round)
+    # 4. Train, evaluate and write the run directory.
+    return experiment.train_and_evaluate(
+        data,
+        model_fn,
+        model_aggregator,
+        sampler,
+        run_dir,
+        fed_avg=training.FedAvgConfig(
+            client_lr=cfg.client_lr,
+            server_lr=cfg.server_lr,
+            client_momentum=cfg.client_momentum,
+            server_momentum=cfg.server_momentum,
+        ),
+        pipeline=client_data.PipelineConfig(
+            epochs=cfg.client_epochs, batch_size=cfg.batch_size, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed
+        ),
+        schedule=training.Schedule(
+            rounds=cfg.rounds, clients_per_round=cfg.clients_per_round, eval_every=cfg.eval_every
+        ),
+        eval_on_train=cfg.task.eval_on_train,
+        print_type_signature=cfg.print_type_signature,
+        run_info=run_info,
+    )
+
+
+TASKS = {'train': train}
+
+
+@hydra.main(version_base='1.3', config_path='pkg://fedlab.conf', config_name='config')
+def _hydra_main(cfg: DictConfig) -> float:
+    hydra_cfg = HydraConfig.get()
+    run_dir = pathlib.Path(hydra_cfg.runtime.output_dir)
+    run_info = {
+        'choices': {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith('hydra')},
+        'overrides': list(hydra_cfg.overrides.task),
+        'config': OmegaConf.to_container(cfg, resolve=True),
+    }
+    outputs = TASKS[cfg.task.name](cfg, run_dir, run_info)
+    print(f'run directory: {run_dir}')
+    # The return value is what Hydra sweepers (e.g. Optuna) optimise.
+    return outputs.final_eval['eval']['accuracy']
+
+
+def main() -> None:
+    """Console entry point: runs Hydra, then stops TFF's worker process however the run ended."""
+    with workers.worker_cleanup():
+        _hydra_main()
+
+
+if __name__ == '__main__':
+    main()

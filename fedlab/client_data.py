@@ -1,0 +1,54 @@
+"""Client-side input pipelines: raw (pixels, label) elements into shuffled, batched (x, y) batches."""
+
+import collections
+import dataclasses
+
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from fedlab.data.federated_data import LABEL, PIXELS
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    """How each client iterates its local data in one round (the tutorial's preprocess)."""
+
+    epochs: int = 5
+    batch_size: int = 20
+    shuffle_buffer: int = 100
+    seed: int = 0
+
+
+def _to_batch_structure(element):
+    return collections.OrderedDict(x=element[PIXELS], y=element[LABEL])
+
+
+def train_pipeline(dataset: tf.data.Dataset, config: PipelineConfig) -> tf.data.Dataset:
+    """Repeat for the local epochs, shuffle with a fixed seed, batch (the tutorial's order of operations)."""
+    return (
+        dataset.repeat(config.epochs)
+        .shuffle(config.shuffle_buffer, seed=config.seed)
+        .batch(config.batch_size)
+        .map(_to_batch_structure)
+    )
+
+
+def eval_pipeline(dataset: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
+    """One deterministic pass over the data."""
+    return dataset.batch(batch_size).map(_to_batch_structure)
+
+
+class ClientDatasets:
+    """Builds each client's pipeline once and hands out the datasets of the clients asked for."""
+
+    def __init__(self, client_data: tff.simulation.datasets.ClientData, pipeline):
+        self._client_data = client_data
+        self._pipeline = pipeline
+        self._cache: dict[str, tf.data.Dataset] = {}
+
+    def __call__(self, client_ids: list[str]) -> list[tf.data.Dataset]:
+        for client_id in client_ids:
+            if client_id not in self._cache:
+                raw = self._client_data.create_tf_dataset_for_client(client_id)
+                self._cache[client_id] = self._pipeline(raw)
+        return [self._cache[client_id] for client_id in client_ids]

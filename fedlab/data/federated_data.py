@@ -1,0 +1,60 @@
+"""The interface every data source returns, and the helper that builds it from per-client arrays."""
+
+import collections
+import dataclasses
+from collections.abc import Mapping
+
+import numpy as np
+import tensorflow_federated as tff
+
+# Every source yields elements of this structure, so models and training never depend on the source.
+PIXELS = 'pixels'  # float32 [height, width, channels]
+LABEL = 'label'  # int32 []
+
+
+@dataclasses.dataclass(frozen=True)
+class FederatedData:
+    """A federated population: each client's training and held-out data, plus what models need to know."""
+
+    name: str
+    train: tff.simulation.datasets.ClientData
+    test: tff.simulation.datasets.ClientData
+    image_shape: tuple[int, int, int]
+    num_classes: int
+
+    @property
+    def client_ids(self) -> list[str]:
+        return list(self.train.client_ids)
+
+    def summary(self) -> str:
+        train_sizes = examples_per_client(self.train)
+        test_sizes = examples_per_client(self.test)
+        sizes = np.array(list(train_sizes.values()))
+        return (
+                f'{self.name}: {len(sizes)} clients, image {self.image_shape}, {self.num_classes} classes, '
+                f'{sizes.sum()} train / {sum(test_sizes.values())} test examples, '
+                f'train examples per client min {sizes.min()} median {int(np.median(sizes))} max {sizes.max()}'
+        )
+
+
+ClientArrays = Mapping[str, tuple[np.ndarray, np.ndarray]]
+
+
+def client_data_from_arrays(clients: ClientArrays) -> tff.simulation.datasets.ClientData:
+    """ClientData from {client_id: (pixels [n, h, w, c] float32, labels [n] int)}, kept in memory."""
+    tensors = {
+            client_id: collections.OrderedDict([
+                    (PIXELS, np.asarray(pixels, dtype=np.float32)),
+                    (LABEL, np.asarray(labels, dtype=np.int32)),
+            ])
+            for client_id, (pixels, labels) in clients.items()
+    }
+    return tff.simulation.datasets.TestClientData(tensors)
+
+
+def examples_per_client(client_data: tff.simulation.datasets.ClientData) -> dict[str, int]:
+    """Counts each client's examples (by iterating its dataset, which works for every ClientData)."""
+    return {
+            client_id: int(client_data.create_tf_dataset_for_client(client_id).reduce(0, lambda n, _: n + 1))
+            for client_id in client_data.client_ids
+    }

@@ -1,0 +1,26 @@
+"""Shared fixtures: composing fedlab's packaged config the way the CLI does, without a subprocess."""
+
+import pathlib
+
+import pytest
+from hydra import compose, initialize_config_module
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+LEAF_SAMPLE = REPO.parent / 'shared' / 'data' / 'femnist_leaf_sample'
+
+# Small enough that a process builds and trains in seconds, large enough to see learning.
+TINY = ['data.num_clients=6', 'clients_per_round=3', 'rounds=2', 'eval_every=1', 'client_epochs=2']
+
+
+def compose_config(overrides=()):
+    with initialize_config_module('fedlab.conf', version_base='1.3'):
+        return compose('config', overrides=list(overrides))
+
+
+@pytest.fixture(scope='session', autouse=True)
+def _stop_tff_workers():
+    """Tests that run TFF computations in this process start its worker; stop it when they are done."""
+    yield
+    from fedlab import workers
+
+    workers.stop_workers()

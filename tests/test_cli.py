@@ -1,0 +1,123 @@
+"""The installed `fedlab` command, run as a user runs it: in a subprocess, through a pipe."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from fedlab import workers
+from tests.conftest import REPO
+
+FEDLAB = pathlib.Path(sys.executable).with_name('fedlab')
+
+
+def _workers_with_token(token: str) -> list[int]:
+    """Live TFF workers whose environment carries `token`, i.e. started by the fedlab we launched."""
+    found = []
+    for entry in os.scandir('/proc'):
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = pathlib.Path(f'/proc/{entry.name}/cmdline').read_bytes()
+            environ = pathlib.Path(f'/proc/{entry.name}/environ').read_bytes()
+        except OSError:
+            continue
+        if workers.WORKER_NAME.encode() in cmdline and token.encode() in environ:
+            found.append(int(entry.name))
+    return found
+
+
+def _env(token):
+    return {**os.environ, 'FEDLAB_TEST_TOKEN': token}
+
+
+def _run(args, tmp_path, extra_env=None):
+    """Runs fedlab with piped output; returns the process and the workers it left alive."""
+    token = uuid.uuid4().hex
+    # Piped stdout: if a worker kept the pipe open, run() would not return.
+    proc = subprocess.run(
+        [str(FEDLAB), *args, f'hydra.run.dir={tmp_path}/run', f'hydra.sweep.dir={tmp_path}/multirun'],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, env={**_env(token), **(extra_env or {})},
+    )
+    return proc, _workers_with_token(token)
+
+
+def test_default_run_through_a_pipe_leaves_no_worker(tmp_path):
+    proc, leaked = _run(['experiment=debug'], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not leaked
+    run = tmp_path / 'run'
+    results = json.loads((run / 'results.json').read_text())
+    assert results['status'] == 'completed'
+    assert results['choices']['model'] == 'linear' and results['choices']['data'] == 'digits'
+    assert (run / '.hydra' / 'config.yaml').exists() and (run / 'metrics.csv').exists()
+    assert list((run / 'tensorboard' / 'train').glob('events.out.tfevents.*'))
+    assert list((run / 'tensorboard' / 'eval').glob('events.out.tfevents.*'))
+    assert 'round 2/2' in proc.stdout
+
+
+def test_multirun_writes_one_directory_per_job(tmp_path):
+    proc, leaked = _run(['-m', 'experiment=debug', 'model=linear,simple_cnn', 'rounds=1'], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not leaked
+    jobs = sorted(p for p in (tmp_path / 'multirun').iterdir() if p.is_dir())
+    assert len(jobs) == 2
+    models = {json.loads((job / 'results.json').read_text())['choices']['model'] for job in jobs}
+    assert models == {'linear', 'simple_cnn'}
+
+
+def test_failure_inside_tff_leaves_no_worker(tmp_path):
+    # The worker is running (evaluation is built first) when round 1 fails inside the TFF computation.
+    proc, leaked = _run(['experiment=debug', 'model=custom', 'model._target_=tests.exploding_model.model_fn'],
+                        tmp_path, extra_env={'PYTHONPATH': str(REPO)})
+    assert proc.returncode == 1
+    assert 'injected failure' in proc.stderr
+    assert not leaked
+    results = json.loads((tmp_path / 'run' / 'results.json').read_text())
+    assert results['status'] == 'failed' and results['rounds_completed'] == 0
+
+
+def test_sigint_mid_training_exits_130_and_stops_the_worker(tmp_path):
+    token = uuid.uuid4().hex
+    proc = subprocess.Popen(
+        [str(FEDLAB), 'rounds=500', 'eval_every=0', f'hydra.run.dir={tmp_path}/run'],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env=_env(token),
+    )
+    # Wait until training has started: the first round line appears.
+    deadline = time.monotonic() + 240
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith('round ') or time.monotonic() > deadline:
+            break
+    assert any(line.startswith('round ') for line in lines), ''.join(lines)[-2000:]
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, rest[-2000:]
+    assert not _workers_with_token(token)
+    results = json.loads((tmp_path / 'run' / 'results.json').read_text())
+    assert results['status'] == 'interrupted' and results['rounds_completed'] >= 1
+    rows = (tmp_path / 'run' / 'metrics.csv').read_text().splitlines()
+    assert len(rows) == 1 + results['rounds_completed']  # every finished round, no partial row
+
+
+def test_leak_detector_sees_a_worker_that_plain_tff_leaves_behind():
+    """Control for the tests above: TFF alone leaves its worker running after Python exits."""
+    token = uuid.uuid4().hex
+    script = (
+        'import tensorflow as tf, tensorflow_federated as tff\n'
+        'print(tff.tensorflow.computation(lambda: tf.constant(1))())\n'
+    )
+    # Output to DEVNULL: with a pipe, the orphan would keep run() waiting forever.
+    subprocess.run([sys.executable, '-c', script], env=_env(token), timeout=120,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    leaked = _workers_with_token(token)
+    for pid in leaked:
+        os.kill(pid, signal.SIGKILL)
+    assert leaked

@@ -1,0 +1,46 @@
+"""fedlab finds and stops the TFF worker processes it started, and only those."""
+
+import os
+import shutil
+import subprocess
+
+from fedlab import workers
+
+
+def _fake_worker(tmp_path):
+    binary = tmp_path / workers.WORKER_NAME
+    shutil.copy('/bin/sleep', binary)
+    return subprocess.Popen([str(binary), '60'])
+
+
+def test_finds_and_stops_own_workers(tmp_path):
+    worker = _fake_worker(tmp_path)
+    other = subprocess.Popen(['sleep', '60'])
+    try:
+        assert worker.pid in workers.child_workers()
+        assert other.pid not in workers.child_workers()
+        assert workers.stop_workers(timeout=2) == [worker.pid]
+        assert not os.path.exists(f'/proc/{worker.pid}')  # stopped and reaped
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_cleanup_runs_on_error(tmp_path):
+    worker = _fake_worker(tmp_path)
+    try:
+        with workers.worker_cleanup():
+            raise RuntimeError('boom')
+    except RuntimeError:
+        pass
+    assert not os.path.exists(f'/proc/{worker.pid}')
+
+
+def test_interrupt_becomes_exit_130(tmp_path):
+    worker = _fake_worker(tmp_path)
+    try:
+        with workers.worker_cleanup():
+            raise KeyboardInterrupt
+    except SystemExit as exit:
+        assert exit.code == 130
+    assert not os.path.exists(f'/proc/{worker.pid}')
