@@ -2,12 +2,14 @@
 
 import os
 import pathlib
+import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from fedlab import workers
+from fedlab.errors import FedlabError
 
 # TensorFlow and TFF take 10-13 s to import, so they are imported inside the task functions below:
 # --help, --cfg job and config errors answer without them.
@@ -64,7 +66,11 @@ def _hydra_main(cfg: DictConfig) -> float:
         'overrides': list(hydra_cfg.overrides.task),
         'config': OmegaConf.to_container(cfg, resolve=True),
     }
-    outputs = TASKS[cfg.task.name](cfg, run_dir, run_info)
+    try:
+        outputs = TASKS[cfg.task.name](cfg, run_dir, run_info)
+    except FedlabError as error:
+        print(f'fedlab: error: {error}', file=sys.stderr)
+        raise SystemExit(2) from None
     print(f'run directory: {run_dir}')
     # The return value is what Hydra sweepers (e.g. Optuna) optimise.
     return outputs.final_eval['eval']['accuracy']
