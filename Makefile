@@ -41,7 +41,7 @@ wheel-check: install  ## Build the wheel and run `fedlab --help` from it in a th
 	$(UV) venv --quiet /tmp/fedlab-wheel-venv
 	VIRTUAL_ENV=/tmp/fedlab-wheel-venv $(UV) pip install --quiet --no-deps dist/*.whl
 	VIRTUAL_ENV=/tmp/fedlab-wheel-venv $(UV) pip install --quiet 'hydra-core>=1.3,<1.4'
-	cd /tmp && /tmp/fedlab-wheel-venv/bin/fedlab --help | grep -q 'model: custom, fedavg_cnn, linear, simple_cnn'
+	cd /tmp && /tmp/fedlab-wheel-venv/bin/fedlab --help | grep -q 'model: cifar_cnn, custom, fedavg_cnn, linear, simple_cnn'
 	cd /tmp && /tmp/fedlab-wheel-venv/bin/fedlab --cfg job model=fedavg_cnn | grep -q 'architecture: fedavg_cnn'
 	@echo "wheel OK: configs ship inside the package"
 

@@ -20,10 +20,11 @@ def train(cfg: DictConfig, run_dir: pathlib.Path, run_info: dict | None = None):
     """Federated training and evaluation as configured; returns `experiment.RunOutputs`."""
     from hydra.utils import instantiate
 
+    # 1. Data: each client's train and test split (first, so a missing file is reported before TF loads).
+    data = load_data(cfg)
+
     from fedlab import client_data, experiment, training
 
-    # 1. Data: each client's train and test split.
-    data = instantiate(cfg.data)
     # 2. Model: the group's factory takes the data's image shape and class count.
     model_fn = instantiate(cfg.model)(data.image_shape, data.num_classes, seed=cfg.seed)
     # 3. Aggregator for the model updates, and the client sampler.
@@ -54,7 +55,33 @@ def train(cfg: DictConfig, run_dir: pathlib.Path, run_info: dict | None = None):
     )
 
 
-TASKS = {'train': train}
+def load_data(cfg: DictConfig):
+    """Instantiates the data group, with its paths resolved against the directory fedlab was started from."""
+    from hydra.utils import instantiate, to_absolute_path
+
+    paths = {}
+    for key in PATH_KEYS:
+        if key in cfg.data and OmegaConf.is_missing(cfg.data, key):
+            raise FedlabError(f'data={cfg.data._target_.split(".")[-2]} needs data.{key}=<directory>')
+        if cfg.data.get(key) is not None:
+            paths[key] = to_absolute_path(os.path.expanduser(str(cfg.data[key])))
+    return instantiate(cfg.data, **paths)
+
+
+PATH_KEYS = ('path', 'root', 'cache_dir')  # data keys that name files or directories
+
+
+def explore(cfg: DictConfig, run_dir: pathlib.Path, run_info: dict | None = None) -> None:
+    """The data tour: figures of one client's examples, label histograms and mean images, and population stats."""
+    del run_info  # explore writes figures, not results.json
+    data = load_data(cfg)
+
+    from fedlab import explore as exploring
+
+    exploring.explore(data, run_dir, client_index=cfg.task.client_index)
+
+
+TASKS = {'train': train, 'explore': explore}
 
 
 @hydra.main(version_base='1.3', config_path='pkg://fedlab.conf', config_name='config')
@@ -72,8 +99,9 @@ def _hydra_main(cfg: DictConfig) -> float:
         print(f'fedlab: error: {error}', file=sys.stderr)
         raise SystemExit(2) from None
     print(f'run directory: {run_dir}')
-    # The return value is what Hydra sweepers (e.g. Optuna) optimise.
-    return outputs.final_eval['eval']['accuracy']
+    # The return value is what Hydra sweepers (e.g. Optuna) optimise; tasks such as explore return None.
+    final_eval = getattr(outputs, 'final_eval', None) or {}
+    return final_eval.get('eval', {}).get('accuracy')
 
 
 def main() -> None:

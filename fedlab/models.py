@@ -57,8 +57,22 @@ def build_keras_model(
             layers.Dense(64, activation='relu', kernel_initializer=_initializer(seed, 1)),
             layers.Dense(num_classes, kernel_initializer=_initializer(seed, 2)),
         ]
+    elif architecture == 'cifar_cnn':
+        # The TensorFlow CNN tutorial's network for CIFAR-10 (valid padding: images from about 28x28 up).
+        body = [
+            layers.Conv2D(32, 3, activation='relu', kernel_initializer=_initializer(seed, 0)),
+            layers.MaxPool2D(2),
+            layers.Conv2D(64, 3, activation='relu', kernel_initializer=_initializer(seed, 1)),
+            layers.MaxPool2D(2),
+            layers.Conv2D(64, 3, activation='relu', kernel_initializer=_initializer(seed, 2)),
+            layers.Flatten(),
+            layers.Dense(64, activation='relu', kernel_initializer=_initializer(seed, 3)),
+            layers.Dense(num_classes, kernel_initializer=_initializer(seed, 4)),
+        ]
     else:
-        raise ValueError(f'unknown architecture {architecture!r}; allowed: linear, fedavg_cnn, simple_cnn')
+        raise ValueError(
+            f'unknown architecture {architecture!r}; allowed: linear, fedavg_cnn, simple_cnn, cifar_cnn'
+        )
     return tf.keras.Sequential([layers.InputLayer(image_shape), *body, layers.Softmax()], name=architecture)
 
 

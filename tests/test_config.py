@@ -64,7 +64,7 @@ def _run_cli_in_process(*args: str) -> tuple[str, list[str]]:
 @pytest.mark.parametrize(
     'args,expected',
     [
-        (['--help'], 'model: custom, fedavg_cnn, linear, simple_cnn'),
+        (['--help'], 'model: cifar_cnn, custom, fedavg_cnn, linear, simple_cnn'),
         (['--cfg', 'job'], 'client_lr: 0.02'),
         (['model=nope'], "Could not find 'model/nope'"),
     ],

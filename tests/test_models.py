@@ -71,3 +71,12 @@ def test_custom_model_matches_keras_linear_on_a_batch():
     assert finalized['loss'] == pytest.approx(float(out_keras.loss), rel=1e-5)
     assert finalized['sparse_categorical_accuracy'] == pytest.approx(expected_accuracy)
     assert finalized['num_examples'] == 16 and finalized['num_batches'] == 1
+
+
+def test_cifar_cnn_is_the_tensorflow_tutorials_network():
+    model = models.build_keras_model('cifar_cnn', (32, 32, 3), 10)
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds == ['Conv2D', 'MaxPooling2D', 'Conv2D', 'MaxPooling2D', 'Conv2D', 'Flatten', 'Dense', 'Dense',
+                     'Softmax']
+    assert model.count_params() == 122_570  # the tutorial's model.summary() total
+    assert models.build_keras_model('cifar_cnn', (28, 28, 1), 62)(tf.zeros([2, 28, 28, 1])).shape == (2, 62)

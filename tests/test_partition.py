@@ -70,3 +70,63 @@ def test_digits_population():
     element = next(iter(data.train.create_tf_dataset_for_client(data.client_ids[0])))
     assert element['pixels'].shape == (8, 8, 1) and 0.0 <= float(element['pixels'].numpy().min())
     assert float(element['pixels'].numpy().max()) <= 1.0
+
+
+@pytest.mark.parametrize('scheme', ['iid', 'dirichlet', 'shards'])
+def test_every_scheme_uses_every_example_exactly_once(scheme):
+    labels = _labels()
+    parts = partition.partition_labels(labels, 20, scheme=scheme, alpha=0.5, shards_per_client=2, seed=0)
+    assert len(parts) == 20 and all(len(p) > 0 for p in parts)
+    assert np.array_equal(np.sort(np.concatenate(parts)), np.arange(len(labels)))
+
+
+def test_iid_parts_are_balanced_and_unskewed():
+    labels = _labels()
+    parts = partition.iid(len(labels), 20, seed=0)
+    assert {len(p) for p in parts} == {100}
+    assert _mean_dominant_label_share(labels, parts) < 0.25
+
+
+@pytest.mark.parametrize('k', [1, 2, 3])
+def test_shard_clients_hold_at_most_k_labels(k):
+    labels = np.sort(_labels())  # also with a sorted input, as in McMahan et al.
+    parts = partition.shards(labels, 20, shards_per_client=k, seed=0)
+    assert max(len(np.unique(labels[p])) for p in parts) <= k
+    assert np.array_equal(np.sort(np.concatenate(parts)), np.arange(len(labels)))
+    sizes = [len(p) for p in parts]
+    assert max(sizes) <= 1.5 * min(sizes)  # shards are near-equal, so clients are too
+
+
+def test_partitions_are_seeded():
+    labels = _labels()
+    for scheme in partition.PARTITIONS:
+        run = [partition.partition_labels(labels, 10, scheme=scheme, alpha=0.5, shards_per_client=2, seed=s)
+               for s in (1, 1, 2)]
+        assert all(np.array_equal(x, y) for x, y in zip(run[0], run[1]))
+        assert not all(np.array_equal(x, y) for x, y in zip(run[0], run[2]))
+
+
+def test_bad_partition_settings_are_one_line_errors():
+    from fedlab.errors import FedlabError
+
+    labels = _labels(100)
+    with pytest.raises(FedlabError, match="data.partition='nope' is not a partition; allowed: iid, dirichlet"):
+        partition.partition_labels(labels, 5, scheme='nope', alpha=0.5, shards_per_client=2, seed=0)
+    with pytest.raises(FedlabError, match=r'data.partition=shards: 2 clients x 2 shards = 4 shards'):
+        partition.partition_labels(labels, 2, scheme='shards', alpha=0.5, shards_per_client=2, seed=0)
+    with pytest.raises(FedlabError, match='data.partition=iid: 100 examples cannot give 200 clients'):
+        partition.partition_labels(labels, 200, scheme='iid', alpha=0.5, shards_per_client=2, seed=0)
+
+
+@pytest.mark.parametrize('scheme', ['iid', 'shards'])
+def test_digits_with_other_partitions(scheme):
+    from fedlab.data import digits
+    from fedlab.data.federated_data import examples_per_client
+
+    data = digits.load_digits(num_clients=10, partition=scheme, shards_per_client=2, seed=0)
+    train, test = examples_per_client(data.train), examples_per_client(data.test)
+    assert len(train) == 10 and sum(train.values()) + sum(test.values()) == 1797
+    if scheme == 'shards':
+        for client_id in data.client_ids:
+            labels = {int(e['label']) for e in data.train.create_tf_dataset_for_client(client_id)}
+            assert len(labels) <= 2
