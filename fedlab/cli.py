@@ -57,6 +57,7 @@ def train(cfg: DictConfig, run_dir: pathlib.Path, run_info: dict | None = None):
 
 def load_data(cfg: DictConfig):
     """Instantiates the data group, with its paths resolved against the directory fedlab was started from."""
+    from hydra.errors import InstantiationException
     from hydra.utils import instantiate, to_absolute_path
 
     paths = {}
@@ -65,7 +66,12 @@ def load_data(cfg: DictConfig):
             raise FedlabError(f'data={cfg.data._target_.split(".")[-2]} needs data.{key}=<directory>')
         if cfg.data.get(key) is not None:
             paths[key] = to_absolute_path(os.path.expanduser(str(cfg.data[key])))
-    return instantiate(cfg.data, **paths)
+    try:
+        return instantiate(cfg.data, **paths)
+    except InstantiationException as error:  # Hydra wraps what the loader raised; a FedlabError is for the user
+        if isinstance(error.__cause__, FedlabError):
+            raise error.__cause__ from None
+        raise
 
 
 PATH_KEYS = ('path', 'root', 'cache_dir')  # data keys that name files or directories

@@ -1,0 +1,155 @@
+"""TFF's federated EMNIST (3,383 writers in the digits set), from TFF's SQLite file, checked before use."""
+
+import lzma
+import os
+import pathlib
+import shutil
+import sqlite3
+import tempfile
+import urllib.request
+
+from fedlab.errors import FedlabError
+
+# What tff.simulation.datasets.emnist.load_data downloads and where it keeps it (see TFF's download.py).
+ORIGIN = 'https://storage.googleapis.com/tff-datasets-public/emnist_all.sqlite.lzma'
+FILE_NAME = 'emnist_all.sqlite'
+DEFAULT_CACHE_DIR = '~/.tff'
+SPLITS = {True: ('digits_only_train', 'digits_only_test'), False: ('all_train', 'all_test')}
+SIDE = 28
+
+
+def load_emnist(
+        *,
+        digits_only: bool = True,
+        cache_dir: str | None = None,
+        num_clients: int | None = None,
+        download_timeout: float = 10.0,
+        origin: str = ORIGIN,
+):
+    """Federated EMNIST through `tff.simulation.datasets.emnist.load_data`; returns `FederatedData`.
+
+    The database is downloaded only when it is not in `cache_dir` (default ~/.tff, TFF's): into a temporary
+    file that is checked and then renamed, so a failed or interrupted download never leaves a half-written
+    database behind (TFF itself writes in place). `num_clients` keeps the first writers by id.
+    """
+    cache = pathlib.Path(os.path.expanduser(cache_dir or DEFAULT_CACHE_DIR))
+    database = cache / FILE_NAME
+    if not database.exists():
+        _download(database, origin=origin, timeout=download_timeout)
+    train_split, test_split = SPLITS[bool(digits_only)]
+    check_database(database, train_split)
+
+    # Imported here: the checks above answer in a fraction of a second, TensorFlow Federated takes ~13 s.
+    import tensorflow_federated as tff
+
+    from fedlab.data import federated_data
+
+    train, test = tff.simulation.datasets.emnist.load_data(only_digits=bool(digits_only), cache_dir=str(cache))
+    if num_clients is not None:
+        client_ids = list(train.client_ids)[:num_clients]
+        train = _only_clients(train, client_ids)
+        test_ids = set(test.client_ids)
+        test = _only_clients(test, [c for c in client_ids if c in test_ids])
+    return federated_data.FederatedData(
+            name='emnist' + ('_digits' if digits_only else ''),
+            train=train.preprocess(_to_fedlab_elements),
+            test=test.preprocess(_to_fedlab_elements),
+            image_shape=(SIDE, SIDE, 1),
+            num_classes=10 if digits_only else 62,
+    )
+
+
+def check_database(database: pathlib.Path, split: str) -> None:
+    """Raises FedlabError unless `database` is a complete SQLite file with TFF's tables and the split's clients."""
+    size = database.stat().st_size
+    with database.open('rb') as file:
+        header = file.read(100)
+    if len(header) < 100 or not header.startswith(b'SQLite format 3\x00'):
+        raise FedlabError(f'{database}: not a SQLite database; {_where_it_comes_from(database)}')
+    # The header records the page size and page count: a truncated download is shorter than they say.
+    page_size = int.from_bytes(header[16:18], 'big') or 65536
+    page_count = int.from_bytes(header[28:32], 'big')
+    if page_count and size < page_size * page_count:
+        raise FedlabError(
+                f'{database}: incomplete ({size} of {page_size * page_count} bytes); delete it. '
+                + _where_it_comes_from(database)
+        )
+    try:
+        connection = sqlite3.connect(f'file:{database}?mode=ro', uri=True)
+        try:
+            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if not {'examples', 'client_metadata'} <= tables:
+                raise FedlabError(f'{database}: no examples and client_metadata tables, so not TFF\'s EMNIST file')
+            (clients,) = connection.execute(
+                    'SELECT COUNT(DISTINCT client_id) FROM client_metadata WHERE split_name = ?', (split,)
+            ).fetchone()
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError as error:
+        raise FedlabError(f'{database}: unreadable SQLite database ({error}); delete it. '
+                          + _where_it_comes_from(database)) from None
+    if not clients:
+        raise FedlabError(f'{database}: no clients in split {split!r}')
+
+
+def _download(database: pathlib.Path, *, origin: str, timeout: float) -> None:
+    """Fetches and decompresses `origin` (TFF's .lzma file) into `database`; on failure, FedlabError and a clean cache."""
+    created = [p for p in [database.parent, *database.parent.parents] if not p.exists()]
+    temporary = None
+    try:
+        database.parent.mkdir(parents=True, exist_ok=True)
+        decompressor = lzma.LZMADecompressor()
+        with urllib.request.urlopen(origin, timeout=timeout) as response:
+            with tempfile.NamedTemporaryFile('wb', dir=database.parent, prefix=f'.{FILE_NAME}.', delete=False) as out:
+                temporary = pathlib.Path(out.name)
+                print(f'downloading {origin} into {database.parent}')
+                while chunk := response.read(1 << 20):
+                    out.write(decompressor.decompress(chunk))
+        if not decompressor.eof:
+            raise OSError('the download ended early')
+        os.replace(temporary, database)
+    except (OSError, lzma.LZMAError) as error:  # URLError, timeouts and disk errors are OSErrors
+        raise FedlabError(
+                f'{database} is not in the cache and cannot be downloaded'
+                + (f' from {origin}' if origin != ORIGIN else '') + f' ({_one_line(error)}); '
+                + _where_it_comes_from(database)
+        ) from None
+    finally:
+        if temporary is not None and temporary.exists():
+            temporary.unlink()
+        for directory in created:  # innermost first; only directories this call made, and only if empty
+            if directory.exists() and not any(directory.iterdir()):
+                shutil.rmtree(directory)
+
+
+def _where_it_comes_from(database: pathlib.Path) -> str:
+    return (
+            f'put {FILE_NAME} in {database.parent} (or set data.cache_dir to the directory that holds it); '
+            f'it comes from {ORIGIN} (download it on a machine with internet, then `unxz -S .lzma` it)'
+    )
+
+
+def _only_clients(client_data, client_ids: list[str]):
+    import tensorflow_federated as tff
+
+    return tff.simulation.datasets.ClientData.from_clients_and_tf_fn(client_ids, client_data.serializable_dataset_fn)
+
+
+def _to_fedlab_elements(dataset):
+    """TFF's (label, pixels [28, 28]) into fedlab's (pixels [28, 28, 1], label)."""
+    import collections
+
+    import tensorflow as tf
+
+    from fedlab.data.federated_data import LABEL, PIXELS
+
+    return dataset.map(
+            lambda element: collections.OrderedDict([
+                    (PIXELS, tf.expand_dims(element['pixels'], -1)),
+                    (LABEL, element['label']),
+            ])
+    )
+
+
+def _one_line(error: BaseException) -> str:
+    return ' '.join(str(error).split())
