@@ -1,0 +1,203 @@
+"""Communication ledger: the bits a TFF process sends each round, read from the computation it will run."""
+
+import dataclasses
+import logging
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+# The per-round columns the ledger adds to metrics.csv (and, per client and in total, to TensorBoard).
+COLUMNS = (
+    'downlink_bits_per_client',
+    'uplink_bits_per_client',
+    'downlink_bits',
+    'uplink_bits',
+    'cumulative_downlink_bits',
+    'cumulative_uplink_bits',
+)
+DOWNLINK = 'downlink'  # server -> clients
+UPLINK = 'uplink'  # clients -> server
+
+# tff.aggregators.EncodedSumFactory (the compression aggregator's core) reduces encoded values with this
+# intrinsic; the plain sum/mean aggregators use federated_sum.
+_ENCODED_REDUCTION = 'federated_aggregate'
+
+
+@dataclasses.dataclass(frozen=True)
+class Transfer:
+    """One intrinsic call of the process that moves data between placements."""
+
+    intrinsic: str  # e.g. federated_broadcast, federated_sum, federated_aggregate
+    direction: str  # DOWNLINK or UPLINK
+    bits_per_client: int
+    value_type: str  # the TFF type of what each client receives or sends
+
+
+@dataclasses.dataclass(frozen=True)
+class CommunicationCost:
+    """What one round of a process transmits per participating client, and what the update would be raw."""
+
+    transfers: tuple[Transfer, ...]
+    raw_update_bits: int  # the model's trainable weights at their own dtypes: an uncompressed update
+    largest_update_tensor: int  # elements in the largest trainable tensor
+
+    def bits_per_client(self, direction: str) -> int:
+        return sum(t.bits_per_client for t in self.transfers if t.direction == direction)
+
+    @property
+    def uplink_ratio(self) -> float:
+        """raw update bits / uplink bits: how many times smaller than float32 weights the upload is."""
+        return self.raw_update_bits / self.bits_per_client(UPLINK)
+
+    @property
+    def encodes_update(self) -> bool:
+        return any(t.intrinsic == _ENCODED_REDUCTION for t in self.transfers if t.direction == UPLINK)
+
+    def summary(self) -> dict:
+        """The JSON form, for results.json."""
+        return {
+            'downlink_bits_per_client': self.bits_per_client(DOWNLINK),
+            'uplink_bits_per_client': self.bits_per_client(UPLINK),
+            'raw_update_bits': self.raw_update_bits,
+            'uplink_ratio': round(self.uplink_ratio, 4),
+            'transfers': [dataclasses.asdict(t) for t in self.transfers],
+        }
+
+
+def type_bits(type_spec) -> int:
+    """Bits of a TFF type's value: elements x dtype width, summed over every tensor (placements see through)."""
+    from tensorflow_federated.python.core.impl.types import computation_types
+
+    if isinstance(type_spec, computation_types.TensorType):
+        if type_spec.shape is None or any(d is None for d in type_spec.shape):
+            raise ValueError(f'cannot count the bits of a tensor of unknown shape: {type_spec}')
+        return int(np.prod(type_spec.shape, dtype=np.int64)) * np.dtype(type_spec.dtype).itemsize * 8
+    if isinstance(type_spec, computation_types.FederatedType):
+        return type_bits(type_spec.member)
+    if isinstance(type_spec, computation_types.StructType):
+        return sum(type_bits(member) for member in type_spec.children())
+    raise ValueError(f'cannot count the bits of {type_spec}')
+
+
+def _placed_parts(type_spec, placement) -> list:
+    """The members of a (possibly nested struct) type that are placed at `placement`."""
+    from tensorflow_federated.python.core.impl.types import computation_types
+
+    if isinstance(type_spec, computation_types.FederatedType):
+        return [type_spec] if type_spec.placement is placement else []
+    if isinstance(type_spec, computation_types.StructType):
+        return [part for member in type_spec.children() for part in _placed_parts(member, placement)]
+    return []
+
+
+def measure(process) -> CommunicationCost:
+    """Reads every intrinsic in `process.next` and counts what crosses between server and clients.
+
+    An intrinsic whose result is at the clients carries its server-placed arguments down (federated_broadcast);
+    one whose result is at the server carries its client-placed arguments up (federated_sum, _mean,
+    _aggregate, secure sums). The argument types are what is actually sent: for an encoding aggregator they
+    are the encoded tensors (e.g. 8-bit values bit-packed into int32), so any model or aggregator is counted
+    from its own types. Intrinsics that stay in one placement (federated_map, _zip, _apply) move nothing.
+    """
+    from tensorflow_federated.python.core.impl.compiler import building_blocks, tree_analysis
+    from tensorflow_federated.python.core.impl.types import computation_types, placements
+
+    transfers = []
+
+    def visit(block):
+        if not isinstance(block, building_blocks.Intrinsic):
+            return
+        signature = block.type_signature
+        if not isinstance(signature, computation_types.FunctionType) or signature.parameter is None:
+            return
+        result = signature.result
+        if not isinstance(result, computation_types.FederatedType):
+            return
+        source, direction = (
+            (placements.SERVER, DOWNLINK) if result.placement is placements.CLIENTS else (placements.CLIENTS, UPLINK)
+        )
+        parts = _placed_parts(signature.parameter, source)
+        if parts:
+            value_type = parts[0] if len(parts) == 1 else computation_types.StructType(parts)
+            transfers.append(
+                Transfer(
+                    intrinsic=block.uri,
+                    direction=direction,
+                    bits_per_client=sum(type_bits(p) for p in parts),
+                    value_type=str(value_type),
+                )
+            )
+
+    tree_analysis.visit_preorder(process.next.to_building_block(), visit)
+    trainable = process.get_model_weights.type_signature.result.trainable
+    return CommunicationCost(
+        transfers=tuple(transfers),
+        raw_update_bits=type_bits(trainable),
+        largest_update_tensor=max(int(np.prod(t.shape, dtype=np.int64)) for t in trainable.children()),
+    )
+
+
+def warn_if_compression_is_idle(cost: CommunicationCost, *, threshold: float = 1.05) -> bool:
+    """Logs one warning when the process encodes its update but the upload is no smaller than raw weights."""
+    if not cost.encodes_update or cost.uplink_ratio >= threshold:
+        return False
+    log.warning(
+        'compression does nothing for this model: its update is encoded but the upload is %.2fx the raw '
+        'float32 update (%s vs %s bits per client); no tensor is large enough to be quantized (largest: %s '
+        'elements; tff.learning.compression_aggregator quantizes only tensors with more than 20,000)',
+        cost.uplink_ratio,
+        f'{cost.bits_per_client(UPLINK):,}',
+        f'{cost.raw_update_bits:,}',
+        f'{cost.largest_update_tensor:,}',
+    )
+    return True
+
+
+class Ledger:
+    """Running totals: per round, bits per client and in total for the clients that took part, and cumulative."""
+
+    def __init__(self, cost: CommunicationCost):
+        self.cost = cost
+        self.cumulative_downlink_bits = 0
+        self.cumulative_uplink_bits = 0
+
+    def record(self, clients: int) -> dict[str, int]:
+        """The round's COLUMNS, for `clients` participants; advances the cumulative totals."""
+        downlink = self.cost.bits_per_client(DOWNLINK)
+        uplink = self.cost.bits_per_client(UPLINK)
+        self.cumulative_downlink_bits += downlink * clients
+        self.cumulative_uplink_bits += uplink * clients
+        return {
+            'downlink_bits_per_client': downlink,
+            'uplink_bits_per_client': uplink,
+            'downlink_bits': downlink * clients,
+            'uplink_bits': uplink * clients,
+            'cumulative_downlink_bits': self.cumulative_downlink_bits,
+            'cumulative_uplink_bits': self.cumulative_uplink_bits,
+        }
+
+    def resume(self, row: dict[str, str]) -> dict[str, int]:
+        """Takes the cumulative totals from a metrics.csv row of an earlier attempt; returns its COLUMNS."""
+        values = {column: int(row[column]) for column in COLUMNS if row.get(column)}
+        self.cumulative_downlink_bits = values.get('cumulative_downlink_bits', self.cumulative_downlink_bits)
+        self.cumulative_uplink_bits = values.get('cumulative_uplink_bits', self.cumulative_uplink_bits)
+        return values
+
+    def describe(self) -> str:
+        """One line for the console: the per-client cost of a round."""
+        return (
+            f'communication per client and round: downlink {_mib(self.cost.bits_per_client(DOWNLINK))}, '
+            f'uplink {_mib(self.cost.bits_per_client(UPLINK))} '
+            f'({self.cost.uplink_ratio:.2f}x smaller than the raw float32 update)'
+        )
+
+    def totals(self) -> dict[str, int]:
+        return {
+            'cumulative_downlink_bits': self.cumulative_downlink_bits,
+            'cumulative_uplink_bits': self.cumulative_uplink_bits,
+        }
+
+
+def _mib(bits: int) -> str:
+    return f'{bits:,} bits ({bits / 8 / 2**20:.3f} MiB)'
