@@ -8,7 +8,7 @@ VENV := .venv
 FEDLAB := $(VENV)/bin/fedlab
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: help install run test test-slow test-all lock wheel-check clean
+.PHONY: help install run test test-slow test-all lock wheel-check clean compare report
 
 help:  ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -31,6 +31,18 @@ test-slow: install  ## Run only the long end-to-end tests
 
 test-all: install  ## Run every test, slow ones included
 	$(PYTEST) -q -m 'slow or not slow'
+
+# The seed's comparison (conf/experiment/compare.yaml): fedavg_cnn and simple_cnn x mean and compression,
+# federated, then each model's centralized baseline, all in one sweep directory, then the report.
+COMPARE_STAMP := $(shell date +%Y-%m-%d_%H-%M-%S)
+COMPARE_DIR ?= multirun/compare_$(COMPARE_STAMP)
+compare: install  ## The seed's comparison on digits: 4 federated runs + 2 centralized, then report.md (~20 min)
+	$(FEDLAB) -m experiment=compare hydra.sweep.dir=$(COMPARE_DIR) $(ARGS)
+	$(FEDLAB) -m experiment=compare task=centralized aggregator=mean hydra.sweep.dir=$(COMPARE_DIR) $(ARGS)
+	$(VENV)/bin/fedlab-report $(COMPARE_DIR) --target 0.8
+
+report: install  ## Compare the runs of a sweep: make report SWEEP=multirun/<dir> (writes report.md there)
+	$(VENV)/bin/fedlab-report $(SWEEP) $(REPORT_ARGS)
 
 lock:  ## Re-resolve uv.lock after changing dependencies
 	$(UV) lock
