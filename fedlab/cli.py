@@ -62,7 +62,7 @@ def load_data(cfg: DictConfig):
 
     paths = {}
     for key in PATH_KEYS:
-        if key in cfg.data and OmegaConf.is_missing(cfg.data, key):
+        if OmegaConf.is_missing(cfg.data, key):
             raise FedlabError(f'data={cfg.data._target_.split(".")[-2]} needs data.{key}=<directory>')
         if cfg.data.get(key) is not None:
             paths[key] = to_absolute_path(os.path.expanduser(str(cfg.data[key])))

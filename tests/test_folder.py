@@ -25,6 +25,7 @@ def _tree(root, clients=('alice', 'bob'), labels=(0, 2), per_label=3, prefix='',
 def test_grayscale_clients_with_held_out_fraction(tmp_path):
     from fedlab.data.federated_data import examples_per_client
 
+    _png(tmp_path / '.thumbnails' / '0' / '0.png', 0)  # hidden directories are not clients
     data = folder.load_folder(str(_tree(tmp_path)), test_fraction=0.5, seed=0)
     assert data.client_ids == ['alice', 'bob'] and data.image_shape == (4, 6, 1) and data.num_classes == 3
     train, test = examples_per_client(data.train), examples_per_client(data.test)

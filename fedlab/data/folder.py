@@ -90,9 +90,11 @@ def load_folder(
 def _list_images(root: pathlib.Path, *, skip: set[str]) -> dict[str, list[tuple[pathlib.Path, int]]]:
     """{client_id: [(png path, label)]}, checking the directory layout."""
     clients = {}
-    for client_dir in sorted(p for p in root.iterdir() if p.is_dir() and p.name not in skip):
+    # Hidden directories (.git, .ipynb_checkpoints, ...) are not clients.
+    client_dirs = [p for p in root.iterdir() if p.is_dir() and p.name not in skip and not p.name.startswith('.')]
+    for client_dir in sorted(client_dirs):
         files = []
-        for label_dir in sorted(p for p in client_dir.iterdir() if p.is_dir()):
+        for label_dir in sorted(p for p in client_dir.iterdir() if p.is_dir() and not p.name.startswith('.')):
             if not label_dir.name.isdigit():
                 raise FedlabError(f'{label_dir}: label directories must be named by integers 0, 1, 2, ...')
             files.extend((path, int(label_dir.name)) for path in sorted(label_dir.glob('*.png')))
