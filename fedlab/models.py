@@ -6,6 +6,7 @@ from collections.abc import Callable
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from fedlab import seeds
 from fedlab.data.federated_data import LABEL, PIXELS
 
 ModelFn = Callable[[], tff.learning.models.VariableModel]
@@ -26,7 +27,7 @@ def batch_spec(image_shape: tuple[int, ...]) -> collections.OrderedDict:
 def _initializer(seed: int, layer: int) -> tf.keras.initializers.Initializer:
     # An explicit seed per layer: TFF builds the initial weights inside its own graph, where a global
     # seed does not reach, so this is what makes `seed` reproduce the same initial model.
-    return tf.keras.initializers.GlorotUniform(seed=seed * 1000 + layer)
+    return tf.keras.initializers.GlorotUniform(seed=seeds.derive(seed, 'model_init') + layer)
 
 
 def build_keras_model(

@@ -6,9 +6,24 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 WORKER_NAME = 'worker_binary'
+
+# Runs in a separate small process per worker: it blocks reading a pipe whose write end only fedlab holds.
+# When fedlab dies, even by SIGKILL, the pipe closes and the watchdog kills the worker if it still runs.
+_WATCHDOG = """
+import os, signal, sys
+pid = int(sys.argv[1])
+sys.stdin.buffer.read()
+try:
+    with open(f'/proc/{pid}/cmdline', 'rb') as f:
+        if b'worker_binary' in f.read():
+            os.kill(pid, signal.SIGKILL)
+except (OSError, ProcessLookupError):
+    pass
+"""
 
 
 def child_workers(parent_pid: int | None = None) -> list[int]:
@@ -81,6 +96,40 @@ def stop_workers(timeout: float = 5.0) -> list[int]:
     return stopped
 
 
+class _Watchdogs:
+    """Gives every TFF worker this process starts a watchdog, checking for new workers periodically."""
+
+    def __init__(self, interval: float = 0.5):
+        self._interval = interval
+        self._watchdogs: dict[int, subprocess.Popen] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name='tff-worker-watchdogs', daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self._interval):
+            for pid in child_workers():
+                if pid not in self._watchdogs:
+                    self._watchdogs[pid] = subprocess.Popen(
+                        [sys.executable, '-c', _WATCHDOG, str(pid)],
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                        start_new_session=True,  # Ctrl-C in the terminal must not reach it first
+                    )
+
+    def stop(self) -> None:
+        """Ends the watchdogs without letting them act (the workers are stopped by stop_workers)."""
+        self._stop.set()
+        self._thread.join()
+        for watchdog in self._watchdogs.values():
+            watchdog.kill()
+            watchdog.wait()
+            watchdog.stdin.close()
+
+
 class _Terminated(BaseException):
     """Raised in the main thread on SIGTERM so that cleanup code runs as it does for Ctrl-C."""
 
@@ -89,13 +138,16 @@ class _Terminated(BaseException):
 def worker_cleanup():
     """Runs the body, then stops TFF workers whatever happened: success, error, Ctrl-C or SIGTERM.
 
-    SIGTERM becomes exit status 143 and Ctrl-C 130, after the body's own cleanup has run.
+    SIGTERM becomes exit status 143 and Ctrl-C 130, after the body's own cleanup has run. While the body
+    runs, each worker has a watchdog that stops it if this process is killed outright (SIGKILL).
     """
 
     def on_sigterm(signum, frame):
         raise _Terminated()
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
+    watchdogs = _Watchdogs()
+    watchdogs.start()
     try:
         yield
     except _Terminated:
@@ -104,4 +156,5 @@ def worker_cleanup():
         raise SystemExit(128 + signal.SIGINT)
     finally:
         signal.signal(signal.SIGTERM, previous)
+        watchdogs.stop()
         stop_workers()

@@ -1,0 +1,68 @@
+"""The typed schema of fedlab's top-level config keys, and the range checks Hydra's types cannot express."""
+
+import dataclasses
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+
+from fedlab.errors import FedlabError
+
+SCHEMA_NAME = 'fedlab_schema'
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Top-level keys with their types; Hydra rejects a value of the wrong type when it composes."""
+
+    # Config groups: each option's own keys are checked by the callable it names.
+    data: Any = None
+    model: Any = None
+    aggregator: Any = None
+    sampling: Any = None
+    task: Any = None
+    experiment: Any = None
+
+    rounds: int = 10
+    clients_per_round: int = 10
+    eval_every: int = 5
+    client_epochs: int = 5
+    batch_size: int = 20
+    shuffle_buffer: int = 100
+    client_inputs: str = 'tensors'
+    client_lr: float = 0.02
+    server_lr: float = 1.0
+    client_momentum: float = 0.0
+    server_momentum: float = 0.0
+    seed: int = 0
+    print_type_signature: bool = False
+    checkpoint_every: int = 5
+    resume: Optional[str] = None
+
+
+def register() -> None:
+    ConfigStore.instance().store(name=SCHEMA_NAME, node=RunConfig)
+
+
+# key -> (check, what is allowed)
+_RULES = {
+    'rounds': (lambda v: v >= 1, 'an integer >= 1'),
+    'clients_per_round': (lambda v: v >= 1, 'an integer >= 1'),
+    'eval_every': (lambda v: v >= 0, 'an integer >= 0 (0: evaluate only after the last round)'),
+    'client_epochs': (lambda v: v >= 1, 'an integer >= 1'),
+    'batch_size': (lambda v: v >= 1, 'an integer >= 1'),
+    'shuffle_buffer': (lambda v: v >= 1, 'an integer >= 1 (1: no shuffling)'),
+    'client_inputs': (lambda v: v in ('tensors', 'dataset'), 'tensors or dataset'),
+    'client_lr': (lambda v: v > 0, 'a number > 0'),
+    'server_lr': (lambda v: v > 0, 'a number > 0'),
+    'client_momentum': (lambda v: 0 <= v < 1, 'a number in [0, 1)'),
+    'server_momentum': (lambda v: 0 <= v < 1, 'a number in [0, 1)'),
+    'seed': (lambda v: 0 <= v < 2**31, 'an integer in [0, 2**31)'),
+    'checkpoint_every': (lambda v: v >= 0, 'an integer >= 0 (0: only at the end and on interrupt)'),
+}
+
+
+def check_ranges(values: dict) -> None:
+    """Raises FedlabError for the first top-level value outside its allowed range."""
+    for key, (is_allowed, allowed) in _RULES.items():
+        if key in values and not is_allowed(values[key]):
+            raise FedlabError(f'{key}={values[key]} is not allowed: {key} must be {allowed}')

@@ -1,0 +1,214 @@
+"""Bad input is refused in one line before TensorFlow loads; runs checkpoint, resume and stop cleanly."""
+
+import csv
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from fedlab import checkpoints, cli
+from fedlab.errors import FedlabError
+from tests.conftest import TINY, compose_config
+from tests.test_cli import FEDLAB, _env, _workers_with_token
+
+
+def _write_leaf(root: pathlib.Path, train: str, test: str | None = None) -> pathlib.Path:
+    (root / 'train').mkdir(parents=True)
+    (root / 'test').mkdir()
+    (root / 'train' / 'part_0.json').write_text(train)
+    (root / 'test' / 'part_0.json').write_text(test if test is not None else train)
+    return root
+
+
+def _leaf_json(num_samples, x, y, users=('w0',)):
+    return json.dumps({'users': list(users), 'num_samples': num_samples, 'user_data': {users[0]: {'x': x, 'y': y}}})
+
+
+PIXELS = [1.0] * 784
+
+
+def _fake_checkpoint(run_dir: pathlib.Path, config: dict) -> None:
+    """A checkpoint directory with the saved config only: enough for the config check, which needs no TF."""
+    saved = run_dir / 'checkpoints' / 'round_2'
+    saved.mkdir(parents=True)
+    (saved / checkpoints.CONFIG_FILE).write_text(json.dumps(config))
+
+
+# (case, overrides, what the one line must say). `{tmp}` is a fresh temporary directory.
+BAD_INPUT = [
+    ('unknown group option', ['model=resnet'], "Available options in 'model'"),
+    ('unknown key', ['learning_rate=0.1'], "Key 'learning_rate' not in"),
+    ('wrong type', ['rounds=ten'], 'rounds=ten'),
+    ('rounds zero', ['rounds=0'], 'rounds must be an integer >= 1'),
+    ('rounds negative', ['rounds=-3'], 'rounds must be an integer >= 1'),
+    ('clients_per_round zero', ['clients_per_round=0'], 'clients_per_round must be an integer >= 1'),
+    ('clients_per_round over population', ['clients_per_round=51'], 'larger than the population'),
+    ('client_lr zero', ['client_lr=0'], 'client_lr must be a number > 0'),
+    ('server_lr negative', ['server_lr=-1'], 'server_lr must be a number > 0'),
+    ('client_lr not a number', ['client_lr=fast'], 'client_lr=fast'),
+    ('batch_size zero', ['batch_size=0'], 'batch_size must be an integer >= 1'),
+    ('eval_every negative', ['eval_every=-1'], 'eval_every must be an integer >= 0'),
+    ('missing data path', ['data=leaf'], 'data.path'),
+    ('data path does not exist', ['data=leaf', 'data.path={tmp}/nowhere'], 'no such file or directory'),
+    ('corrupt data file', ['data=leaf', 'data.path={tmp}/corrupt'], 'part_0.json'),
+    ('empty client', ['data=leaf', 'data.path={tmp}/empty_client'], 'part_0.json'),
+    ('resume dir does not exist', ['resume={tmp}/no_run'], 'no fedlab run with checkpoints'),
+    ('resume dir of another config', ['resume={tmp}/other_run'], 'client_lr (0.5 -> 0.02)'),
+    ('wrong _target_', ['model._target_=nowhere.model_fn'], "no such module 'nowhere'"),
+]
+
+
+@pytest.fixture(scope='module')
+def bad_inputs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp('bad')
+    _write_leaf(tmp / 'corrupt', '{"users": ["w0"], "num_samples": [1], "user_data": {')
+    _write_leaf(tmp / 'empty_client', _leaf_json([0], [], []))
+    other = compose_config(['client_lr=0.5'])
+    _fake_checkpoint(tmp / 'other_run', cli._identity(other))
+    return tmp
+
+
+@pytest.mark.parametrize('case,overrides,expected', BAD_INPUT, ids=[c[0] for c in BAD_INPUT])
+def test_bad_input_is_one_line_exit_2_before_tensorflow(case, overrides, expected, bad_inputs, tmp_path):
+    overrides = [o.replace('{tmp}', str(bad_inputs)) for o in overrides]
+    run_dir = tmp_path / 'run'
+    if not any(o.startswith('resume=') for o in overrides):
+        overrides.append(f'hydra.run.dir={run_dir}')
+    code = (
+        'import sys\n'
+        'from fedlab import cli\n'
+        f'sys.argv = ["fedlab", *{overrides!r}]\n'
+        'try:\n    cli.main()\nexcept SystemExit as e:\n    code = e.code\nelse:\n    code = 0\n'
+        'tf = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "tensorflow_federated"))\n'
+        'print("RESULT", code, len(tf))\n'
+    )
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=60)
+    exit_code, tf_modules = proc.stdout.rsplit('RESULT', 1)[1].split()
+    assert exit_code == '2', proc.stderr
+    assert tf_modules == '0', 'TensorFlow was imported before the error'
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('fedlab: error: '), proc.stderr
+    assert expected in lines[0]
+    assert 'Traceback' not in proc.stderr
+    assert not run_dir.exists(), 'a run directory was left behind'
+    assert not (bad_inputs / 'no_run').exists()
+
+
+def _rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_interrupt_checkpoints_the_last_complete_round(tmp_path):
+    overrides = [*TINY, 'rounds=6', 'checkpoint_every=0', 'sampling._target_=tests.interrupting_sampler.interrupting',
+                 '+sampling.interrupt_at=4']
+    with pytest.raises(KeyboardInterrupt):
+        cli.train(compose_config(overrides), tmp_path)
+    results = json.loads((tmp_path / 'results.json').read_text())
+    assert results['status'] == 'interrupted' and results['rounds_completed'] == 3
+    assert [int(r['round']) for r in _rows(tmp_path / 'metrics.csv')] == [1, 2, 3]
+    assert checkpoints.CheckpointStore(tmp_path / 'checkpoints').rounds() == [3]
+
+
+def test_resume_refuses_another_config_and_continues_the_same(tmp_path):
+    cli.train(compose_config([*TINY, 'rounds=2', 'checkpoint_every=1']), tmp_path)
+    with pytest.raises(FedlabError, match=r'client_lr \(0.02 -> 0.5\)'):
+        cli.train(compose_config([*TINY, 'rounds=2', 'checkpoint_every=1', 'client_lr=0.5']), tmp_path)
+    before = (tmp_path / 'metrics.csv').read_text()
+    outputs = cli.train(compose_config([*TINY, 'rounds=2', 'checkpoint_every=1']), tmp_path)  # already complete
+    assert outputs.rounds_completed == 2 and (tmp_path / 'metrics.csv').read_text() == before
+
+
+def test_divergence_stops_with_the_round_and_keeps_the_last_good_checkpoint(tmp_path):
+    overrides = [*TINY, 'rounds=4', 'checkpoint_every=1', 'client_lr=1e30', 'server_lr=1e30']
+    with pytest.raises(FedlabError, match=r'training diverged in round \d+.*last good checkpoint is round \d+'):
+        cli.train(compose_config(overrides), tmp_path)
+    results = json.loads((tmp_path / 'results.json').read_text())
+    assert results['status'] == 'diverged'
+    saved = checkpoints.CheckpointStore(tmp_path / 'checkpoints').rounds()
+    assert saved == sorted(saved) and (not saved or saved[-1] == results['rounds_completed'])
+
+
+def test_different_seed_samples_different_clients(tmp_path):
+    for seed in (0, 1):
+        cli.train(compose_config([*TINY, 'sampling=uniform', 'data.num_clients=12', f'seed={seed}']), tmp_path / str(seed))
+    clients = {seed: (tmp_path / str(seed) / 'clients.csv').read_text() for seed in (0, 1)}
+    assert clients[0] != clients[1]
+    assert len(_rows(tmp_path / '0' / 'clients.csv')) == 2
+
+
+def _start(args, run_dir, token):
+    return subprocess.Popen(
+        [str(FEDLAB), *args, f'hydra.run.dir={run_dir}'],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(token),
+    )
+
+
+def _wait_for_round(proc, round_num, timeout=400):
+    """Reads fedlab's output until the line of `round_num` ('round   5/500  train ...')."""
+    deadline = time.monotonic() + timeout
+    for line in proc.stdout:
+        words = line.split()
+        if len(words) > 1 and words[0] == 'round' and words[1].split('/')[0] == str(round_num):
+            return
+        assert time.monotonic() < deadline, f'no line for round {round_num}'
+    raise AssertionError(f'fedlab ended before round {round_num}')
+
+
+def test_sigkill_then_rerun_gives_the_uninterrupted_metrics(tmp_path):
+    args = ['model=simple_cnn', 'aggregator=compression', 'sampling=uniform', 'rounds=8', 'eval_every=2',
+            'checkpoint_every=2', 'data.num_clients=20', 'clients_per_round=4', 'client_epochs=1']
+    token = uuid.uuid4().hex
+    full = _start(args, tmp_path / 'full', token)
+    full.communicate(timeout=300)
+    assert full.returncode == 0
+
+    killed = _start(args, tmp_path / 'killed', token)
+    _wait_for_round(killed, 5)
+    killed.send_signal(signal.SIGKILL)
+    killed.communicate(timeout=60)
+    time.sleep(1.5)  # the watchdog reacts to the closed pipe
+    assert not _workers_with_token(token), 'the killed run left its TFF worker running'
+    assert checkpoints.CheckpointStore(tmp_path / 'killed' / 'checkpoints').latest_round() == 4
+
+    rerun = _start(args, tmp_path / 'killed', token)
+    out, _ = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0 and 'resuming' in out
+    for table in ['metrics.csv', 'clients.csv']:
+        assert (tmp_path / 'killed' / table).read_bytes() == (tmp_path / 'full' / table).read_bytes(), table
+    assert not _workers_with_token(token)
+
+
+def test_sigterm_exits_143_with_complete_files(tmp_path):
+    token = uuid.uuid4().hex
+    proc = _start(['rounds=500', 'eval_every=0', 'checkpoint_every=0'], tmp_path / 'run', token)
+    _wait_for_round(proc, 2)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 143
+    assert not _workers_with_token(token)
+    results = json.loads((tmp_path / 'run' / 'results.json').read_text())
+    assert results['status'] == 'interrupted'
+    done = results['rounds_completed']
+    assert len(_rows(tmp_path / 'run' / 'metrics.csv')) == done
+    assert checkpoints.CheckpointStore(tmp_path / 'run' / 'checkpoints').rounds() == [done]
+
+
+def test_multirun_reports_a_failed_job_and_runs_the_others(tmp_path):
+    token = uuid.uuid4().hex
+    proc = subprocess.run(
+        [str(FEDLAB), '-m', 'experiment=debug', 'rounds=1', 'client_lr=0.02,-1,0.05', f'hydra.sweep.dir={tmp_path}'],
+        capture_output=True, text=True, timeout=300, env=_env(token),
+    )
+    assert proc.returncode == 1
+    assert '2 of 3 jobs completed' in proc.stdout
+    assert 'client_lr must be a number > 0' in proc.stdout + proc.stderr
+    statuses = {p.parent.name: json.loads(p.read_text())['status'] for p in tmp_path.glob('*/results.json')}
+    assert sorted(statuses.values()) == ['completed', 'completed', 'failed']
+    assert not _workers_with_token(token)
