@@ -8,7 +8,7 @@ VENV := .venv
 FEDLAB := $(VENV)/bin/fedlab
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: help install run test test-slow test-all lock wheel-check clean compare report
+.PHONY: help install run test test-slow test-all lock wheel-check clean compare report bench bench-accuracy
 
 help:  ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -56,6 +56,12 @@ wheel-check: install  ## Build the wheel and run `fedlab --help` from it in a th
 	cd /tmp && /tmp/fedlab-wheel-venv/bin/fedlab --help | grep -q 'model: cifar_cnn, custom, fedavg_cnn, linear, simple_cnn'
 	cd /tmp && /tmp/fedlab-wheel-venv/bin/fedlab --cfg job model=fedavg_cnn | grep -q 'architecture: fedavg_cnn'
 	@echo "wheel OK: configs ship inside the package"
+
+bench: install  ## Print performance figures beside their goals (~15 min; BENCH_QUICK=1 for ~5 min)
+	$(VENV)/bin/python -m bench $(ARGS)
+
+bench-accuracy: install  ## Time to accuracy of fedavg_cnn on the LEAF writers vs centralized (long)
+	$(VENV)/bin/python -m bench accuracy
 
 clean:  ## Remove build outputs (keeps runs/ and multirun/)
 	rm -rf dist build *.egg-info .pytest_cache

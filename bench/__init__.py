@@ -1,0 +1,1 @@
+"""fedlab's benchmarks: plain scripts that print measured figures beside their goals (`make bench`)."""

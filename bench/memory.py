@@ -1,0 +1,64 @@
+"""Figure 4: resident memory of fedlab plus its TFF worker at round 50 and at the last round of a long run."""
+
+import argparse
+import os
+import re
+import subprocess
+import tempfile
+
+from bench import common
+
+FEDLAB = str(common.REPO / '.venv' / 'bin' / 'fedlab')
+
+
+def _rss_mb(pid: int) -> float:
+    with open(f'/proc/{pid}/status') as f:
+        for line in f:
+            if line.startswith('VmRSS:'):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _tree_rss_mb(pid: int) -> tuple[float, float]:
+    """RSS of the process and of its worker_binary children."""
+    from fedlab import workers
+
+    return _rss_mb(pid), sum(_rss_mb(child) for child in workers.child_workers(pid))
+
+
+def measure(rounds: int, extra: list[str]) -> dict[int, tuple[float, float]]:
+    samples = {}
+    marks = {50, rounds}
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.Popen(
+            [FEDLAB, f'rounds={rounds}', 'eval_every=0', 'model=linear', f'hydra.run.dir={tmp}/run', *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=tmp,
+        )
+        for line in proc.stdout:
+            match = re.match(r'round\s+(\d+)/', line)
+            if match and int(match.group(1)) in marks:
+                samples[int(match.group(1))] = _tree_rss_mb(proc.pid)
+        proc.wait()
+    return samples
+
+
+def main(argv=None) -> list[str]:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument('--rounds', type=int, default=200 if common.QUICK else 500)
+    parser.add_argument('--client-inputs', default='tensors')
+    args = parser.parse_args(argv)
+    samples = measure(args.rounds, [f'client_inputs={args.client_inputs}'])
+    (p50, w50), (pn, wn) = samples[50], samples[args.rounds]
+    ratio = (pn + wn) / (p50 + w50)
+    lines = [
+        f'# 4. memory: linear, {args.rounds} rounds, client_inputs={args.client_inputs}; RSS MB python + worker: '
+        f'round 50 {p50:.0f} + {w50:.0f}, round {args.rounds} {pn:.0f} + {wn:.0f}',
+        common.figure(f'RSS round {args.rounds} / round 50', ratio, '<=1.05', ratio <= 1.05,
+                      f'worker alone {wn / w50:.2f}' if w50 else ''),
+    ]
+    print('\n'.join(lines), flush=True)
+    return lines
+
+
+if __name__ == '__main__':
+    main()

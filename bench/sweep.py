@@ -1,0 +1,71 @@
+"""Figure 5: a 4-job sweep with Hydra's joblib launcher (2 workers) ÷ the same 4 jobs run sequentially."""
+
+import os
+import pathlib
+import subprocess
+import tempfile
+import time
+import uuid
+
+from bench import common
+
+FEDLAB = str(common.REPO / '.venv' / 'bin' / 'fedlab')
+
+
+def _workers_with_token(token: str) -> list[int]:
+    """Live TFF workers whose environment carries `token` (as tests/test_cli.py detects leaks)."""
+    found = []
+    for entry in os.scandir('/proc'):
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = pathlib.Path(f'/proc/{entry.name}/cmdline').read_bytes()
+            environ = pathlib.Path(f'/proc/{entry.name}/environ').read_bytes()
+        except OSError:
+            continue
+        if b'worker_binary' in cmdline and token.encode() in environ:
+            found.append(int(entry.name))
+    return found
+
+
+def sweep(launcher: list[str], rounds: int) -> tuple[float, int, int]:
+    """Wall seconds, exit status and leaked TFF workers of one 4-job sweep."""
+    token = uuid.uuid4().hex
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        proc = subprocess.run(
+            [FEDLAB, '-m', 'seed=0,1,2,3', f'rounds={rounds}', 'eval_every=0', f'hydra.sweep.dir={tmp}/multirun',
+             *launcher],
+            capture_output=True, text=True, cwd=tmp, env={**os.environ, 'FEDLAB_BENCH_TOKEN': token},
+        )
+        seconds = time.perf_counter() - start
+    time.sleep(1.0)
+    return seconds, proc.returncode, len(_workers_with_token(token))
+
+
+def main(argv=None) -> list[str]:
+    rounds = 3 if common.QUICK else 10
+    joblib = ['hydra/launcher=joblib', 'hydra.launcher.n_jobs=2']
+    # Interleaved: sequential, joblib, (sequential, joblib): the machine's load hits both alike.
+    repeats = 1 if common.QUICK else 2
+    times = {'sequential': 0.0, 'joblib': 0.0}
+    leaked, failed = 0, 0
+    for _ in range(repeats):
+        for name, launcher in [('sequential', []), ('joblib', joblib)]:
+            seconds, status, leaks = sweep(launcher, rounds)
+            times[name] += seconds
+            leaked += leaks
+            failed += status != 0
+    ratio = times['joblib'] / times['sequential']
+    lines = [
+        f'# 5. sweep: 4 jobs (linear, {rounds} rounds, seed=0,1,2,3), {repeats}x interleaved; '
+        f'sequential {times["sequential"] / repeats:.1f} s, joblib 2 workers {times["joblib"] / repeats:.1f} s; '
+        f'failed sweeps {failed}, leaked TFF workers {leaked}',
+        common.figure('sweep joblib(2) / sequential', ratio, '<=0.65', ratio <= 0.65 and not leaked and not failed),
+    ]
+    print('\n'.join(lines), flush=True)
+    return lines
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,59 @@
+"""The fast client path (client_inputs=tensors) trains exactly as TFF's dataset path does."""
+
+import csv
+
+import numpy as np
+import pytest
+
+from fedlab import cli
+from tests.conftest import TINY, compose_config
+
+
+def _rows(path):
+    with open(path) as f:
+        return [{k: v for k, v in row.items() if not k.endswith('_seconds')} for row in csv.DictReader(f)]
+
+
+@pytest.mark.parametrize(
+    'model,aggregator,extra',
+    [
+        ('linear', 'mean', []),
+        ('custom', 'mean', []),
+        ('simple_cnn', 'compression', ['sampling=uniform']),
+        ('fedavg_cnn', 'mean', ['client_momentum=0.9', 'server_momentum=0.5']),
+    ],
+)
+def test_tensors_give_the_same_metrics_as_datasets(model, aggregator, extra, tmp_path):
+    runs = {}
+    for inputs in ['dataset', 'tensors']:
+        cfg = compose_config([*TINY, f'model={model}', f'aggregator={aggregator}', f'client_inputs={inputs}', *extra])
+        cli.train(cfg, tmp_path / inputs)
+        runs[inputs] = _rows(tmp_path / inputs / 'metrics.csv')
+    assert len(runs['tensors']) == len(runs['dataset']) == 2
+    for fast, stock in zip(runs['tensors'], runs['dataset']):
+        assert fast.keys() == stock.keys()
+        for column, value in stock.items():
+            if value in ('', None):
+                assert fast[column] == value, column
+            else:
+                assert float(fast[column]) == pytest.approx(float(value), rel=1e-5, abs=1e-6), column
+
+
+def test_client_tensors_hold_the_pipelines_batch_stream():
+    import functools
+
+    from fedlab import client_data
+    from fedlab.data import federated_data
+
+    rng = np.random.default_rng(0)
+    arrays = {f'c{i}': (rng.random((7 + i, 2, 2, 1), np.float32), np.arange(7 + i, dtype=np.int32)) for i in range(3)}
+    data = federated_data.client_data_from_arrays(arrays)
+    config = client_data.PipelineConfig(epochs=2, batch_size=3, shuffle_buffer=5, seed=1)
+    pipeline = functools.partial(client_data.train_pipeline, config=config)
+    tensors = client_data.ClientTensors(data, pipeline, max_bytes=0)(['c2', 'c0'])
+    datasets = client_data.ClientDatasets(data, pipeline)(['c2', 'c0'])
+    for stream, dataset in zip(tensors, datasets):
+        batches = list(dataset.as_numpy_iterator())
+        np.testing.assert_array_equal(stream['y'], np.concatenate([b['y'] for b in batches]))
+        np.testing.assert_array_equal(stream['x'], np.concatenate([b['x'] for b in batches]))
+    assert len(tensors[0]['y']) == 2 * 9 and sorted(tensors[0]['y']) == sorted(list(range(9)) * 2)
