@@ -118,7 +118,7 @@ def measure(process) -> CommunicationCost:
             (placements.SERVER, DOWNLINK) if result.placement is placements.CLIENTS else (placements.CLIENTS, UPLINK)
         )
         parts = _placed_parts(signature.parameter, source)
-        if parts:
+        if sum(type_bits(p) for p in parts):  # e.g. an encoder's empty params struct moves nothing
             value_type = parts[0] if len(parts) == 1 else computation_types.StructType(parts)
             transfers.append(
                 Transfer(
