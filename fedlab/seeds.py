@@ -2,13 +2,13 @@
 
 import zlib
 
-import numpy as np
-
 STREAMS = ('model_init', 'sampling', 'shuffle')
 
 
 def derive(seed: int, stream: str) -> int:
     """A seed for `stream`: changing the sampling does not change the model's initial weights, and so on."""
+    import numpy as np  # here, not at the top: the CLI imports this module and --help needs no numpy
+
     return int(np.random.SeedSequence([seed, zlib.crc32(stream.encode())]).generate_state(1)[0] % 2**31)
 
 
