@@ -19,8 +19,9 @@ def compose_config(overrides=()):
 
 @pytest.fixture(scope='session', autouse=True)
 def _stop_tff_workers():
-    """Tests that run TFF computations in this process start its worker; stop it when they are done."""
-    yield
+    """Tests that run TFF computations in this process start its worker: the CLI's cleanup applies here too,
+    so it is stopped at the end, on SIGTERM (e.g. `timeout`), and by its watchdog if pytest is killed."""
     from fedlab import workers
 
-    workers.stop_workers()
+    with workers.worker_cleanup():
+        yield
