@@ -132,7 +132,8 @@ def _fmt(value, digits: int = 4) -> str:
 
 def _markdown_table(rows: list[dict], columns: list[str]) -> str:
     lines = ['| ' + ' | '.join(columns) + ' |', '|' + '---|' * len(columns)]
-    lines += ['| ' + ' | '.join(_fmt(row.get(c)) for c in columns) + ' |' for row in rows]
+    digits = {c: 1 if c.endswith('seconds') else 3 if 'mib' in c else 4 for c in columns}
+    lines += ['| ' + ' | '.join(_fmt(row.get(c), digits[c]) for c in columns) + ' |' for row in rows]
     return '\n'.join(lines)
 
 

@@ -60,3 +60,24 @@ def test_centralized_simple_cnn_learns_the_digits(tmp_path):
     outputs = cli.centralized(cfg, tmp_path)
     assert outputs.rounds_completed == 10
     assert outputs.final_eval['eval']['accuracy'] > 0.8  # measured 0.92; chance is 0.10
+
+
+def test_cifar_shaped_data_with_cifar_cnn_gives_curves_and_a_test_accuracy(tmp_path):
+    """`data=cifar10 model=cifar_cnn task=centralized` without the 170 MB download: random 32x32x3 clients."""
+    import numpy as np
+
+    from fedlab import models
+    from fedlab.data.federated_data import FederatedData, client_data_from_arrays
+
+    rng = np.random.default_rng(0)
+
+    def clients(n):
+        return {f'c{i}': (rng.random((n, 32, 32, 3), dtype=np.float32), rng.integers(0, 10, n)) for i in range(4)}
+
+    data = FederatedData(name='cifar-shaped', train=client_data_from_arrays(clients(15)),
+                         test=client_data_from_arrays(clients(5)), image_shape=(32, 32, 3), num_classes=10)  # fmt: skip
+    model = models.build_keras_model('cifar_cnn', data.image_shape, data.num_classes)
+    outputs = centralized.train_and_evaluate(data, model, tmp_path, config=centralized.CentralizedConfig(epochs=2))
+    assert outputs.rounds_completed == 2 and outputs.final_eval['eval']['examples'] == 20
+    assert 0.0 <= outputs.final_eval['eval']['accuracy'] <= 1.0
+    assert (tmp_path / centralized.CURVES_PNG).stat().st_size > 10_000
