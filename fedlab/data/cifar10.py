@@ -7,6 +7,7 @@ import socket
 
 import numpy as np
 
+from fedlab.data.cache import cache_lock
 from fedlab.errors import FedlabError
 
 # What tf.keras.datasets.cifar10.load_data fetches, and the directory it unpacks under <keras home>/datasets.
@@ -37,12 +38,13 @@ def load_cifar10(
     """
     keras_home = pathlib.Path(os.path.expanduser(cache_dir or os.environ.get('KERAS_HOME', '~/.keras')))
     batches = keras_home / 'datasets' / DIRECTORY
-    present = [name for name in BATCHES if (batches / name).is_file()]
-    if present and len(present) < len(BATCHES):
-        missing = ', '.join(sorted(set(BATCHES) - set(present)))
-        raise FedlabError(f'{batches}: incomplete, missing {missing}; delete it. {_where_it_comes_from(batches)}')
-    if not present:
-        _download(keras_home, timeout=download_timeout)
+    with cache_lock(batches):  # a concurrent sweep job may be downloading the same files
+        present = [name for name in BATCHES if (batches / name).is_file()]
+        if present and len(present) < len(BATCHES):
+            missing = ', '.join(sorted(set(BATCHES) - set(present)))
+            raise FedlabError(f'{batches}: incomplete, missing {missing}; delete it. {_where_it_comes_from(batches)}')
+        if not present:
+            _download(keras_home, timeout=download_timeout)
 
     # Keras' own reader for the pickle batches. (load_data() itself assumes 50,000 images in ~/.keras.)
     from keras.src.datasets.cifar import load_batch

@@ -8,6 +8,7 @@ import sqlite3
 import tempfile
 import urllib.request
 
+from fedlab.data.cache import cache_lock
 from fedlab.errors import FedlabError
 
 # What tff.simulation.datasets.emnist.load_data downloads and where it keeps it (see TFF's download.py).
@@ -34,10 +35,11 @@ def load_emnist(
     """
     cache = pathlib.Path(os.path.expanduser(cache_dir or DEFAULT_CACHE_DIR))
     database = cache / FILE_NAME
-    if not database.exists():
-        _download(database, origin=origin, timeout=download_timeout)
     train_split, test_split = SPLITS[bool(digits_only)]
-    check_database(database, train_split)
+    with cache_lock(database):  # a concurrent sweep job may be downloading the same file
+        if not database.exists():
+            _download(database, origin=origin, timeout=download_timeout)
+        check_database(database, train_split)
 
     # Imported here: the checks above answer in a fraction of a second, TensorFlow Federated takes ~13 s.
     import tensorflow_federated as tff
