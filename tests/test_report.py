@@ -102,7 +102,8 @@ def test_report_on_an_empty_directory_fails_clearly(tmp_path):
 @pytest.mark.slow
 def test_tiny_real_sweep_with_centralized_baseline(tmp_path):
     """The `make compare` recipe, shrunk: two aggregators and the centralized baseline into one sweep dir."""
-    common = ['experiment=compare', 'experiment=debug', 'model=simple_cnn', f'hydra.sweep.dir={tmp_path}/sweep']
+    common = ['experiment=compare', 'model=simple_cnn', 'rounds=2', 'clients_per_round=3', 'client_epochs=1',
+              'eval_every=1', 'data.num_clients=10', f'hydra.sweep.dir={tmp_path}/sweep']
     for extra in [[], ['task=centralized', 'aggregator=mean']]:
         proc = subprocess.run([str(FEDLAB), '-m', *common, *extra], capture_output=True, text=True, timeout=600,
                               cwd=tmp_path)  # fmt: skip
