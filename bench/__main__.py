@@ -4,6 +4,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 
 from bench import common
@@ -23,12 +24,16 @@ def main(argv: list[str]) -> int:
     for name in names:
         start = time.perf_counter()
         print(f'== {name}', flush=True)
-        proc = subprocess.run(
-            [sys.executable, '-m', f'bench.{name}'], cwd=common.REPO, stdout=subprocess.PIPE, text=True,
-            env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3'},
-        )
-        lines = [line for line in proc.stdout.splitlines() if line.startswith(('#', ' ', 'eta', 'RSS')) or ' goal ' in line]
-        print(proc.stdout, end='', flush=True)
+        # Output to a file, not a pipe: a TFF worker left alive would hold a pipe open and hang the read.
+        with tempfile.TemporaryFile('w+') as out:
+            proc = subprocess.run(
+                [sys.executable, '-m', f'bench.{name}'], cwd=common.REPO, stdout=out, text=True,
+                env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3'},
+            )
+            out.seek(0)
+            stdout = out.read()
+        lines = [line for line in stdout.splitlines() if line.startswith(('#', ' ')) or ' goal ' in line]
+        print(stdout, end='', flush=True)
         if proc.returncode:
             crashed.append(name)
             lines.append(f'{name}: FAILED with exit status {proc.returncode}')

@@ -81,4 +81,8 @@ def main(argv=None) -> list[str]:
 
 
 if __name__ == '__main__':
-    main()
+    from fedlab import workers
+
+    # TFF's worker inherits stdout and outlives Python: stop it, or whoever reads our output waits forever.
+    with workers.worker_cleanup():
+        main()

@@ -58,9 +58,9 @@ class Timer:
         return out
 
 
-def figure(name: str, value: float, goal: str, ok: bool, detail: str = '') -> str:
-    """One printed line: the figure, its goal and whether it holds."""
-    line = f'{name:<48} {value:>9.3f}   goal {goal:<8} {"MET " if ok else "MISS"}'
+def figure(name: str, value: float, goal: str, ok: bool | None, detail: str = '') -> str:
+    """One printed line: the figure, its goal and whether it holds (ok=None: a reference, no goal)."""
+    line = f'{name:<48} {value:>9.3f}   goal {goal:<8} {"    " if ok is None else "MET " if ok else "MISS"}'
     return line + (f'   ({detail})' if detail else '')
 
 
