@@ -69,9 +69,14 @@ def test_real_loader_reads_the_tiny_database(tmp_path):
     assert elements[0]['pixels'][12, 13, 0] == pytest.approx(0.2) and elements[0]['pixels'][0, 0, 0] == 1.0
     assert [int(e['label']) for e in data.test.create_tf_dataset_for_client('w2')] == [4]
     assert 'emnist_digits: 2 clients, image (28, 28, 1), 10 classes, 3 train / 2 test examples' in data.summary()
+    # The summary's counts come from the database index; they match the examples actually there.
+    from fedlab.data.federated_data import examples_per_client
+
+    assert data.known_counts == {'train': examples_per_client(data.train), 'test': examples_per_client(data.test)}
 
     everything = emnist.load_emnist(digits_only=False, cache_dir=str(tmp_path), num_clients=2)
     assert everything.num_classes == 62 and everything.client_ids == ['w1', 'w2']
+    assert everything.known_counts == {'train': {'w1': 2, 'w2': 2}, 'test': {'w1': 1, 'w2': 1}}
     assert sorted(p.name for p in tmp_path.iterdir()) == [emnist.FILE_NAME]  # nothing else written
 
 

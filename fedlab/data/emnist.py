@@ -47,6 +47,7 @@ def load_emnist(
     from fedlab.data import federated_data
 
     train, test = tff.simulation.datasets.emnist.load_data(only_digits=bool(digits_only), cache_dir=str(cache))
+    counts = {'train': _client_counts(database, train_split), 'test': _client_counts(database, test_split)}
     if num_clients is not None:
         client_ids = list(train.client_ids)[:num_clients]
         train = _only_clients(train, client_ids)
@@ -58,6 +59,10 @@ def load_emnist(
             test=test.preprocess(_to_fedlab_elements),
             image_shape=(SIDE, SIDE, 1),
             num_classes=10 if digits_only else 62,
+            known_counts={
+                    'train': {c: counts['train'][c] for c in train.client_ids},
+                    'test': {c: counts['test'][c] for c in test.client_ids},
+            },
     )
 
 
@@ -94,8 +99,21 @@ def check_database(database: pathlib.Path, split: str) -> None:
         raise FedlabError(f'{database}: no clients in split {split!r}')
 
 
+def _client_counts(database: pathlib.Path, split: str) -> dict[str, int]:
+    """Each client's example count, from the database's client_metadata table (no example is read)."""
+    connection = sqlite3.connect(f'file:{database}?mode=ro', uri=True)
+    try:
+        rows = connection.execute(
+                'SELECT client_id, SUM(num_examples) FROM client_metadata WHERE split_name = ? GROUP BY client_id',
+                (split,),
+        ).fetchall()
+    finally:
+        connection.close()
+    return {client_id: int(n) for client_id, n in rows}
+
+
 def _download(database: pathlib.Path, *, origin: str, timeout: float) -> None:
-    """Fetches and decompresses `origin` (TFF's .lzma file) into `database`; on failure, FedlabError and a clean cache."""
+    """Downloads and decompresses `origin` into `database`; on failure, FedlabError and a clean cache."""
     created = [p for p in [database.parent, *database.parent.parents] if not p.exists()]
     temporary = None
     try:
