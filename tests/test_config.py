@@ -67,8 +67,10 @@ def _run_cli_in_process(*args: str) -> tuple[str, list[str]]:
         (['--help'], 'model: cifar_cnn, custom, fedavg_cnn, linear, simple_cnn'),
         (['--cfg', 'job'], 'client_lr: 0.02'),
         (['model=nope'], "Could not find 'model/nope'"),
-        (['data=leaf'], 'fedlab: error: data=leaf needs data.path=<directory>'),
-        (['data=emnist', 'data.cache_dir=/nonexistent/tff', 'data.origin=http://127.0.0.1:9/x.lzma'],
+        (['data=leaf', 'hydra.run.dir=/tmp/fedlab-test-no-run'],
+         'fedlab: error: data=leaf needs data.path=<directory>'),
+        (['data=emnist', 'data.cache_dir=/nonexistent/tff', 'data.origin=http://127.0.0.1:9/x.lzma',
+          'hydra.run.dir=/tmp/fedlab-test-no-run'],
          'fedlab: error: /nonexistent/tff/emnist_all.sqlite is not in the cache'),
     ],
 )
