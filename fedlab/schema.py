@@ -4,6 +4,7 @@ import dataclasses
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
 
 from fedlab.errors import FedlabError
 
@@ -40,7 +41,11 @@ class RunConfig:
 
 
 def register() -> None:
+    """Registers the schema and the `if_null` resolver that config.yaml uses (once per process)."""
     ConfigStore.instance().store(name=SCHEMA_NAME, node=RunConfig)
+    # hydra.run.dir is `resume` when given, else a new directory; oc.select would return the null itself.
+    if not OmegaConf.has_resolver('if_null'):
+        OmegaConf.register_new_resolver('if_null', lambda value, default: default if value is None else value)
 
 
 # key -> (check, what is allowed)

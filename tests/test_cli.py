@@ -121,3 +121,15 @@ def test_leak_detector_sees_a_worker_that_plain_tff_leaves_behind():
     for pid in leaked:
         os.kill(pid, signal.SIGKILL)
     assert leaked
+
+
+def test_default_run_directory_is_a_new_one_under_runs(tmp_path):
+    """No hydra.run.dir and no resume: each run gets runs/<date>_<time>_<task>_<model>_<aggregator>/."""
+    token = uuid.uuid4().hex
+    proc = subprocess.run([str(FEDLAB), 'experiment=debug', 'rounds=1', 'model=custom'],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path, env=_env(token))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (run,) = (tmp_path / 'runs').iterdir()
+    assert run.name.endswith('_train_custom_mean')
+    assert json.loads((run / 'results.json').read_text())['status'] == 'completed'
+    assert not _workers_with_token(token)
