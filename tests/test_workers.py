@@ -19,7 +19,8 @@ def test_finds_and_stops_own_workers(tmp_path):
     try:
         assert worker.pid in workers.child_workers()
         assert other.pid not in workers.child_workers()
-        assert workers.stop_workers(timeout=2) == [worker.pid]
+        stopped = workers.stop_workers(timeout=2)  # also TFF's own worker, if an earlier test started one
+        assert worker.pid in stopped and other.pid not in stopped
         assert not os.path.exists(f'/proc/{worker.pid}')  # stopped and reaped
     finally:
         other.kill()
