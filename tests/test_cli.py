@@ -48,20 +48,6 @@ def _run(args, tmp_path, extra_env=None):
     return proc, _workers_with_token(token)
 
 
-def test_default_run_through_a_pipe_leaves_no_worker(tmp_path):
-    proc, leaked = _run(['experiment=debug'], tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert not leaked
-    run = tmp_path / 'run'
-    results = json.loads((run / 'results.json').read_text())
-    assert results['status'] == 'completed'
-    assert results['choices']['model'] == 'linear' and results['choices']['data'] == 'digits'
-    assert (run / '.hydra' / 'config.yaml').exists() and (run / 'metrics.csv').exists()
-    assert list((run / 'tensorboard' / 'train').glob('events.out.tfevents.*'))
-    assert list((run / 'tensorboard' / 'eval').glob('events.out.tfevents.*'))
-    assert 'round 2/2' in proc.stdout
-
-
 def test_multirun_writes_one_directory_per_job(tmp_path):
     proc, leaked = _run(['-m', 'experiment=debug', 'model=linear,simple_cnn', 'rounds=1'], tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -123,13 +109,20 @@ def test_leak_detector_sees_a_worker_that_plain_tff_leaves_behind():
     assert leaked
 
 
-def test_default_run_directory_is_a_new_one_under_runs(tmp_path):
-    """No hydra.run.dir and no resume: each run gets runs/<date>_<time>_<task>_<model>_<aggregator>/."""
+def test_default_run_through_a_pipe_writes_a_new_run_dir_and_leaves_no_worker(tmp_path):
+    """No hydra.run.dir: the run gets runs/<date>_<time>_<task>_<model>_<aggregator>/ under the cwd.
+    Output is piped: if a TFF worker kept the pipe open, run() would not return."""
     token = uuid.uuid4().hex
-    proc = subprocess.run([str(FEDLAB), 'experiment=debug', 'rounds=1', 'model=custom'],
+    proc = subprocess.run([str(FEDLAB), 'experiment=debug', 'model=custom'],
                           capture_output=True, text=True, timeout=300, cwd=tmp_path, env=_env(token))
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not _workers_with_token(token)
     (run,) = (tmp_path / 'runs').iterdir()
     assert run.name.endswith('_train_custom_mean')
-    assert json.loads((run / 'results.json').read_text())['status'] == 'completed'
-    assert not _workers_with_token(token)
+    results = json.loads((run / 'results.json').read_text())
+    assert results['status'] == 'completed'
+    assert results['choices']['model'] == 'custom' and results['choices']['data'] == 'digits'
+    assert (run / '.hydra' / 'config.yaml').exists() and (run / 'metrics.csv').exists()
+    assert list((run / 'tensorboard' / 'train').glob('events.out.tfevents.*'))
+    assert list((run / 'tensorboard' / 'eval').glob('events.out.tfevents.*'))
+    assert 'round 2/2' in proc.stdout

@@ -2,9 +2,12 @@
 
 import json
 
+import pytest
+
 from tests.test_cli import _run
 
 
+@pytest.mark.slow
 def test_joblib_sweep_runs_every_job_and_leaves_no_worker(tmp_path):
     proc, leaked = _run(
         ['-m', 'experiment=debug', 'rounds=1', 'seed=0,1', 'hydra/launcher=joblib', 'hydra.launcher.n_jobs=2'], tmp_path

@@ -161,6 +161,7 @@ def _wait_for_round(proc, round_num, timeout=400):
     raise AssertionError(f'fedlab ended before round {round_num}')
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_gives_the_uninterrupted_metrics(tmp_path):
     # Compression carries adaptive clipping and zeroing state, uniform sampling a per-round draw: both must resume.
     args = ['model=linear', 'aggregator=compression', 'sampling=uniform', 'rounds=8', 'eval_every=2',
@@ -201,6 +202,7 @@ def test_sigterm_exits_143_with_complete_files(tmp_path):
     assert checkpoints.CheckpointStore(tmp_path / 'run' / 'checkpoints').rounds() == [done]
 
 
+@pytest.mark.slow
 def test_multirun_reports_a_failed_job_and_runs_the_others(tmp_path):
     token = uuid.uuid4().hex
     proc = subprocess.run(
