@@ -3,8 +3,6 @@
 import argparse
 import functools
 
-import numpy as np
-
 from bench import common
 
 

@@ -1,9 +1,7 @@
 """Figure 1: simulation efficiency η = FedAvg examples/s ÷ the physical limit (in-graph centralized loop)."""
 
 import argparse
-import collections
 import functools
-import time
 
 import numpy as np
 

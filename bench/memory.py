@@ -1,7 +1,6 @@
 """Figure 4: resident memory of fedlab plus its TFF worker at round 50 and at the last round of a long run."""
 
 import argparse
-import os
 import re
 import subprocess
 import tempfile

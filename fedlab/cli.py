@@ -1,12 +1,11 @@
 """The `fedlab` command: Hydra composes the config, this module turns it into typed calls."""
 
-import os
-import pathlib
-import sys
-
 import importlib.util
 import json
+import os
+import pathlib
 import shutil
+import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig

@@ -7,7 +7,6 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from fedlab import seeds
-
 from fedlab.data.federated_data import LABEL, PIXELS
 
 

@@ -5,7 +5,6 @@ import argparse
 import csv
 import dataclasses
 import json
-import math
 import pathlib
 import sys
 

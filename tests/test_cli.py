@@ -9,8 +9,6 @@ import sys
 import time
 import uuid
 
-import pytest
-
 from fedlab import workers
 from tests.conftest import REPO
 

@@ -1,6 +1,5 @@
 """Every config group option composes and points at a real callable; the CLI starts without TensorFlow."""
 
-import pathlib
 import subprocess
 import sys
 

@@ -2,7 +2,6 @@
 
 import sqlite3
 import subprocess
-import sys
 import time
 
 import numpy as np
