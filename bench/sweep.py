@@ -1,31 +1,19 @@
 """Figure 5: a 4-job sweep with Hydra's joblib launcher (2 workers) ÷ the same 4 jobs run sequentially."""
 
 import os
-import pathlib
 import subprocess
 import tempfile
 import time
 import uuid
 
 from bench import common
+from fedlab import workers
 
 FEDLAB = str(common.REPO / '.venv' / 'bin' / 'fedlab')
 
 
 def _workers_with_token(token: str) -> list[int]:
-    """Live TFF workers whose environment carries `token` (as tests/test_cli.py detects leaks)."""
-    found = []
-    for entry in os.scandir('/proc'):
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = pathlib.Path(f'/proc/{entry.name}/cmdline').read_bytes()
-            environ = pathlib.Path(f'/proc/{entry.name}/environ').read_bytes()
-        except OSError:
-            continue
-        if b'worker_binary' in cmdline and token.encode() in environ:
-            found.append(int(entry.name))
-    return found
+    return workers.workers_with_env(token)
 
 
 def sweep(launcher: list[str], rounds: int) -> tuple[float, int, int]:

@@ -46,6 +46,28 @@ def child_workers(parent_pid: int | None = None) -> list[int]:
     return pids
 
 
+def workers_with_env(marker: str) -> list[int]:
+    """Live TFF workers (anyone's child, or orphaned) whose environment contains `marker`.
+
+    Tests and benchmarks start fedlab with a unique variable in its environment, which its worker inherits,
+    to find workers that fedlab left running.
+    """
+    found = []
+    for entry in os.scandir('/proc'):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f'/proc/{entry.name}/cmdline', 'rb') as f:
+                cmdline = f.read()
+            with open(f'/proc/{entry.name}/environ', 'rb') as f:
+                environ = f.read()
+        except OSError:
+            continue
+        if WORKER_NAME.encode() in cmdline and marker.encode() in environ:
+            found.append(int(entry.name))
+    return found
+
+
 def _stop(pid: int, wait, timeout: float) -> None:
     """SIGINT (how TFF stops its worker), then SIGKILL if it is still running after `timeout`."""
     with contextlib.suppress(ProcessLookupError):

@@ -16,19 +16,7 @@ FEDLAB = pathlib.Path(sys.executable).with_name('fedlab')
 
 
 def _workers_with_token(token: str) -> list[int]:
-    """Live TFF workers whose environment carries `token`, i.e. started by the fedlab we launched."""
-    found = []
-    for entry in os.scandir('/proc'):
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = pathlib.Path(f'/proc/{entry.name}/cmdline').read_bytes()
-            environ = pathlib.Path(f'/proc/{entry.name}/environ').read_bytes()
-        except OSError:
-            continue
-        if workers.WORKER_NAME.encode() in cmdline and token.encode() in environ:
-            found.append(int(entry.name))
-    return found
+    return workers.workers_with_env(token)
 
 
 def _env(token):

@@ -65,24 +65,18 @@ def load_cifar10(
         raise FedlabError(f'{batches}: labels outside 0-{NUM_CLASSES - 1}')
 
     from fedlab.data import federated_data
-    from fedlab.data.partition import federate_arrays
-
-    train, test = federate_arrays(
+    
+    return federated_data.from_centralized(
+            'cifar10',
             pixels,
             labels,
+            NUM_CLASSES,
             num_clients,
             scheme=partition,
             alpha=alpha,
             shards_per_client=shards_per_client,
             test_fraction=test_fraction,
             seed=seed,
-    )
-    return federated_data.FederatedData(
-            name='cifar10',
-            train=federated_data.client_data_from_arrays(train),
-            test=federated_data.client_data_from_arrays(test),
-            image_shape=(32, 32, 3),
-            num_classes=NUM_CLASSES,
     )
 
 

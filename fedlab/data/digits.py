@@ -4,7 +4,6 @@ import numpy as np
 from sklearn import datasets as sklearn_datasets
 
 from fedlab.data import federated_data
-from fedlab.data.partition import federate_arrays
 
 
 def load_digits(
@@ -24,20 +23,15 @@ def load_digits(
     digits = sklearn_datasets.load_digits()
     pixels = (digits.images / 16.0).astype(np.float32)[..., np.newaxis]
     labels = digits.target.astype(np.int32)
-    train, test = federate_arrays(
+    return federated_data.from_centralized(
+            'digits',
             pixels,
             labels,
+            10,
             num_clients,
             scheme=partition,
             alpha=alpha,
             shards_per_client=shards_per_client,
             test_fraction=test_fraction,
             seed=seed,
-    )
-    return federated_data.FederatedData(
-            name='digits',
-            train=federated_data.client_data_from_arrays(train),
-            test=federated_data.client_data_from_arrays(test),
-            image_shape=pixels.shape[1:],
-            num_classes=10,
     )

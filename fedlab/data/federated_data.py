@@ -62,3 +62,19 @@ def examples_per_client(client_data: tff.simulation.datasets.ClientData) -> dict
             client_id: int(client_data.create_tf_dataset_for_client(client_id).reduce(0, lambda n, _: n + 1))
             for client_id in client_data.client_ids
     }
+
+
+def from_centralized(
+        name: str, pixels: np.ndarray, labels: np.ndarray, num_classes: int, num_clients: int, **partition_options
+) -> FederatedData:
+    """Splits a centralized labelled dataset into `num_clients` clients (`partition.federate_arrays` options)."""
+    from fedlab.data.partition import federate_arrays
+
+    train, test = federate_arrays(pixels, labels, num_clients, **partition_options)
+    return FederatedData(
+            name=name,
+            train=client_data_from_arrays(train),
+            test=client_data_from_arrays(test),
+            image_shape=tuple(pixels.shape[1:]),
+            num_classes=num_classes,
+    )
