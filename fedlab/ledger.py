@@ -189,7 +189,7 @@ class Ledger:
         return (
             f'communication per client and round: downlink {_mib(self.cost.bits_per_client(DOWNLINK))}, '
             f'uplink {_mib(self.cost.bits_per_client(UPLINK))} '
-            f'({self.cost.uplink_ratio:.2f}x smaller than the raw float32 update)'
+            f'(raw float32 update ÷ uplink: {self.cost.uplink_ratio:.2f}; above 1 means compressed)'
         )
 
     def totals(self) -> dict[str, int]:
