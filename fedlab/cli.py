@@ -195,15 +195,15 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 def _run_job(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     run_dir = pathlib.Path(hydra_cfg.runtime.output_dir)
+    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     run_info = {
         'choices': {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith('hydra')},
         'overrides': list(hydra_cfg.overrides.task),
         'config': OmegaConf.to_container(cfg, resolve=True),
-        'seeds': seeds.derived_seeds(cfg.seed),  # the streams each part derives from `seed`
     }
-    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         check_before_tensorflow(cfg, run_dir)
+        run_info['seeds'] = seeds.derived_seeds(cfg.seed)  # after the checks: deriving loads numpy (~0.6 s)
         outputs = TASKS[cfg.task.name](cfg, run_dir, run_info)
     except Exception as error:
         users_error = isinstance(error, FedlabError) or _is_config_error(error)
