@@ -7,6 +7,8 @@ import pathlib
 import re
 import shutil
 
+from fedlab.errors import FedlabError
+
 PREFIX = 'round_'
 STATE_DIR = 'state'  # inside a checkpoint: the program state, as FileProgramStateManager writes it
 CONFIG_FILE = 'config.json'
@@ -35,6 +37,18 @@ class CheckpointStore:
 
     def latest_round(self) -> int:
         return max(self.rounds(), default=0)
+
+    def resumable_round(self, config: dict) -> int:
+        """The round of the latest checkpoint (0: none), after checking it was saved under the same config."""
+        latest = self.latest_round()
+        if latest:
+            differences = config_differences(self.saved_config(latest), config)
+            if differences:
+                raise FedlabError(
+                    f'{self._root.parent} holds a run with a different config: {", ".join(differences)};'
+                    ' use a new run directory or the same settings'
+                )
+        return latest
 
     def path(self, round_num: int) -> pathlib.Path:
         return self._root / f'{PREFIX}{round_num}'

@@ -164,14 +164,8 @@ def check_before_tensorflow(cfg: DictConfig, run_dir: pathlib.Path) -> None:
                 raise FedlabError(f'data.{key}={value}: no such file or directory')
     if cfg.resume is not None and not (run_dir / 'checkpoints').is_dir():
         raise FedlabError(f'resume={cfg.resume}: no fedlab run with checkpoints there')
-    store = checkpoints.CheckpointStore(run_dir / 'checkpoints')
-    if cfg.task.name == 'train' and store.latest_round():
-        differences = checkpoints.config_differences(store.saved_config(store.latest_round()), _identity(cfg))
-        if differences:
-            raise FedlabError(
-                f'{run_dir} holds a run with a different config: {", ".join(differences)};'
-                ' use a new run directory or the same settings'
-            )
+    if cfg.task.name == 'train':
+        checkpoints.CheckpointStore(run_dir / 'checkpoints').resumable_round(_identity(cfg))
 
 
 def _remove_if_fresh(run_dir: pathlib.Path) -> None:

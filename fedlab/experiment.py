@@ -59,7 +59,7 @@ def train_and_evaluate(
     run_dir.mkdir(parents=True, exist_ok=True)
     config = config or {}
     store = checkpoints.CheckpointStore(run_dir / 'checkpoints')
-    resume_round = _resumable_round(store, config)
+    resume_round = store.resumable_round(config)
     if resume_round == schedule.rounds and (run_dir / 'results.json').exists():
         print(f'{run_dir} already holds all {schedule.rounds} rounds of this run; nothing to do.')
         return _outputs_from_files(run_dir)
@@ -201,19 +201,6 @@ def train_and_evaluate(
             },
         )
     return outputs
-
-
-def _resumable_round(store: checkpoints.CheckpointStore, config: dict) -> int:
-    """The round of the latest checkpoint, after checking it belongs to the same config (0: none)."""
-    latest = store.latest_round()
-    if latest:
-        differences = checkpoints.config_differences(store.saved_config(latest), config)
-        if differences:
-            raise FedlabError(
-                f'{store.path(latest).parent} holds a run with a different config: {", ".join(differences)};'
-                ' use a new run directory or the same settings'
-            )
-    return latest
 
 
 def _outputs_from_files(run_dir: pathlib.Path, eval_on_train_metrics: dict | None = None) -> RunOutputs:
