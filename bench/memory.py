@@ -26,11 +26,14 @@ def _tree_rss_mb(pid: int) -> tuple[float, float]:
 
 
 def measure(rounds: int, extra: list[str]) -> dict[int, tuple[float, float]]:
+    """RSS at the end of round 50 and of round `rounds`, in a run of the default config (evaluation and
+    checkpoints every 5 rounds) that goes on 5 rounds longer, so that the last sample is not taken while
+    fedlab shuts its worker down."""
     samples = {}
     marks = {50, rounds}
     with tempfile.TemporaryDirectory() as tmp:
         proc = subprocess.Popen(
-            [FEDLAB, f'rounds={rounds}', 'eval_every=0', 'model=linear', f'hydra.run.dir={tmp}/run', *extra],
+            [FEDLAB, f'rounds={rounds + 5}', 'model=linear', f'hydra.run.dir={tmp}/run', *extra],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=tmp,
         )
         for line in proc.stdout:
@@ -44,13 +47,13 @@ def measure(rounds: int, extra: list[str]) -> dict[int, tuple[float, float]]:
 def main(argv=None) -> list[str]:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('--rounds', type=int, default=200 if common.QUICK else 500)
-    parser.add_argument('--client-inputs', default='tensors')
+    parser.add_argument('--client-inputs', default='shards')
     args = parser.parse_args(argv)
     samples = measure(args.rounds, [f'client_inputs={args.client_inputs}'])
     (p50, w50), (pn, wn) = samples[50], samples[args.rounds]
     ratio = (pn + wn) / (p50 + w50)
     lines = [
-        f'# 4. memory: linear, {args.rounds} rounds, client_inputs={args.client_inputs}; RSS MB python + worker: '
+        f'# 4. memory: linear, default config, client_inputs={args.client_inputs}; RSS MB python + worker: '
         f'round 50 {p50:.0f} + {w50:.0f}, round {args.rounds} {pn:.0f} + {wn:.0f}',
         common.figure(f'RSS round {args.rounds} / round 50', ratio, '<=1.05', ratio <= 1.05,
                       f'worker alone {wn / w50:.2f}' if w50 else ''),

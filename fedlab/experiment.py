@@ -84,7 +84,7 @@ def train_and_evaluate(
     evaluate_test = evaluation.FederatedEvaluator(model_fn, client_data.ClientDatasets(data.test, eval_pipeline)(test_ids))
 
     # 2. The clients' training pipelines, built once and reused every round.
-    clients = client_data.ClientTensors if pipeline.client_inputs == 'tensors' else client_data.ClientDatasets
+    clients = client_data.CLIENT_INPUTS[pipeline.client_inputs]
     train_datasets = clients(data.train, functools.partial(client_data.train_pipeline, config=pipeline))
 
     # 3. The starting point: a fresh state, or the last checkpoint with the tables as they were then.
@@ -176,6 +176,8 @@ def train_and_evaluate(
         save_checkpoint()
         raise
     finally:
+        if isinstance(train_datasets, client_data.ClientShards):
+            train_datasets.close()
         progress.close()
         for table in tables.values():
             table.close()

@@ -29,7 +29,7 @@ class RunConfig:
     client_epochs: int = 5
     batch_size: int = 20
     shuffle_buffer: int = 100
-    client_inputs: str = 'tensors'
+    client_inputs: str = 'shards'
     client_lr: float = 0.02
     server_lr: float = 1.0
     client_momentum: float = 0.0
@@ -56,7 +56,7 @@ _RULES = {
     'client_epochs': (lambda v: v >= 1, 'an integer >= 1'),
     'batch_size': (lambda v: v >= 1, 'an integer >= 1'),
     'shuffle_buffer': (lambda v: v >= 1, 'an integer >= 1 (1: no shuffling)'),
-    'client_inputs': (lambda v: v in ('tensors', 'dataset'), 'tensors or dataset'),
+    'client_inputs': (lambda v: v in ('shards', 'tensors', 'dataset'), 'shards, tensors or dataset'),
     'client_lr': (lambda v: v > 0, 'a number > 0'),
     'server_lr': (lambda v: v > 0, 'a number > 0'),
     'client_momentum': (lambda v: 0 <= v < 1, 'a number in [0, 1)'),

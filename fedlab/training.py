@@ -48,6 +48,8 @@ def build_fed_avg(
     `client_inputs='dataset'`: TFF's own process, clients receive `tf.data.Dataset`s of batches.
     `client_inputs='tensors'`: the same maths, clients receive their batch stream as tensors
     (`tensor_client_work.materialize`) and train in batches of `batch_size` in-graph; several times faster.
+    `client_inputs='shards'`: the same again, clients receive the path of their stream's shard file
+    (`client_data.ClientShards`) and read it inside TFF's worker; fastest, no pixels cross gRPC.
     """
     client_optimizer = tff.learning.optimizers.build_sgdm(
         learning_rate=config.client_lr, momentum=config.client_momentum or None
@@ -55,14 +57,19 @@ def build_fed_avg(
     server_optimizer = tff.learning.optimizers.build_sgdm(
         learning_rate=config.server_lr, momentum=config.server_momentum or None
     )
-    if client_inputs == 'tensors':
+    if client_inputs in ('tensors', 'shards'):
         from fedlab import tensor_client_work
 
         return tensor_client_work.build_tensor_fed_avg(
-            model_fn, client_optimizer, server_optimizer, model_aggregator, batch_size=batch_size
+            model_fn,
+            client_optimizer,
+            server_optimizer,
+            model_aggregator,
+            batch_size=batch_size,
+            from_shards=client_inputs == 'shards',
         )
     if client_inputs != 'dataset':
-        raise ValueError(f'client_inputs must be dataset or tensors, got {client_inputs!r}')
+        raise ValueError(f'client_inputs must be dataset, tensors or shards, got {client_inputs!r}')
     return tff.learning.algorithms.build_weighted_fed_avg(
         model_fn,
         client_optimizer_fn=client_optimizer,

@@ -1,4 +1,4 @@
-"""The fast client path (client_inputs=tensors) trains exactly as TFF's dataset path does."""
+"""The fast client paths (client_inputs=tensors and shards) train exactly as TFF's dataset path does."""
 
 import csv
 
@@ -23,20 +23,21 @@ def _rows(path):
         ('fedavg_cnn', 'mean', ['client_momentum=0.9', 'server_momentum=0.5']),
     ],
 )
-def test_tensors_give_the_same_metrics_as_datasets(model, aggregator, extra, tmp_path):
+def test_tensors_and_shards_give_the_same_metrics_as_datasets(model, aggregator, extra, tmp_path):
     runs = {}
-    for inputs in ['dataset', 'tensors']:
+    for inputs in ['dataset', 'tensors', 'shards']:
         cfg = compose_config([*TINY, f'model={model}', f'aggregator={aggregator}', f'client_inputs={inputs}', *extra])
         cli.train(cfg, tmp_path / inputs)
         runs[inputs] = _rows(tmp_path / inputs / 'metrics.csv')
-    assert len(runs['tensors']) == len(runs['dataset']) == 2
-    for fast, stock in zip(runs['tensors'], runs['dataset']):
-        assert fast.keys() == stock.keys()
-        for column, value in stock.items():
-            if value in ('', None):
-                assert fast[column] == value, column
-            else:
-                assert float(fast[column]) == pytest.approx(float(value), rel=1e-5, abs=1e-6), column
+    assert len(runs['tensors']) == len(runs['shards']) == len(runs['dataset']) == 2
+    for fast_path in ['tensors', 'shards']:
+        for fast, stock in zip(runs[fast_path], runs['dataset']):
+            assert fast.keys() == stock.keys()
+            for column, value in stock.items():
+                if value in ('', None):
+                    assert fast[column] == value, (fast_path, column)
+                else:
+                    assert float(fast[column]) == pytest.approx(float(value), rel=1e-5, abs=1e-6), (fast_path, column)
 
 
 def test_client_tensors_hold_the_pipelines_batch_stream():
@@ -57,3 +58,28 @@ def test_client_tensors_hold_the_pipelines_batch_stream():
         np.testing.assert_array_equal(stream['y'], np.concatenate([b['y'] for b in batches]))
         np.testing.assert_array_equal(stream['x'], np.concatenate([b['x'] for b in batches]))
     assert len(tensors[0]['y']) == 2 * 9 and sorted(tensors[0]['y']) == sorted(list(range(9)) * 2)
+
+
+def test_client_shards_hold_the_batch_stream_and_are_deleted_on_close():
+    import functools
+    import os
+
+    import tensorflow as tf
+
+    from fedlab import client_data, tensor_client_work
+    from fedlab.data import federated_data
+
+    rng = np.random.default_rng(0)
+    arrays = {f'c{i}': (rng.random((5 + i, 2, 2, 1), np.float32), np.arange(5 + i, dtype=np.int32)) for i in range(2)}
+    data = federated_data.client_data_from_arrays(arrays)
+    pipeline = functools.partial(client_data.train_pipeline, config=client_data.PipelineConfig(epochs=2, batch_size=3))
+    spec = {'x': tf.TensorSpec([None, 2, 2, 1], tf.float32), 'y': tf.TensorSpec([None], tf.int32)}
+    with client_data.ClientShards(data, pipeline) as shards:
+        paths = shards(['c1', 'c0'])
+        assert shards(['c0']) == paths[1:]  # written once, then reused
+        streams = client_data.ClientTensors(data, pipeline)(['c1', 'c0'])
+        for path, stream in zip(paths, streams):
+            read = tensor_client_work.read_shard(tf.constant(path), spec)
+            for key in spec:
+                np.testing.assert_array_equal(read[key].numpy(), stream[key])
+    assert not any(os.path.exists(f'{path}.x') for path in paths)
