@@ -30,6 +30,38 @@ def _central_loop(model, batch_size: int, lr: float):
     return epoch
 
 
+def _empty_round(model_fn):
+    """A TFF round of FedAvg's shape with no work in it: broadcast the weights, each client returns a zero
+    update for its shard path, weighted mean, server applies it. Its time is what TFF's runtime costs
+    whatever the clients do, so physical-limit time / its time bounds the η any TFF process can reach."""
+    import numpy as np
+    import tensorflow as tf
+    import tensorflow_federated as tff
+
+    @tff.tensorflow.computation
+    def initial_weights():
+        return tff.learning.models.ModelWeights.from_model(model_fn()).trainable
+
+    weights_type = initial_weights.type_signature.result
+
+    @tff.tensorflow.computation(weights_type, np.str_)
+    def client_update(weights, shard_path):
+        del shard_path
+        return tf.nest.map_structure(tf.zeros_like, weights), tf.constant(1.0)
+
+    @tff.tensorflow.computation(weights_type, weights_type)
+    def apply_update(weights, update):
+        return tf.nest.map_structure(tf.add, weights, update)
+
+    @tff.federated_computation(tff.FederatedType(weights_type, tff.SERVER), tff.FederatedType(np.str_, tff.CLIENTS))
+    def empty_round(weights, shard_paths):
+        updates = tff.federated_map(client_update, (tff.federated_broadcast(weights), shard_paths))
+        mean = tff.federated_mean(updates[0], updates[1])
+        return tff.federated_map(apply_update, (weights, mean))
+
+    return initial_weights(), empty_round
+
+
 def measure(architecture: str, clients: dict, *, rounds: int, batch_size: int = 20) -> dict[str, float]:
     """Examples/s of each method, measured interleaved round by round (round 1 and warm-ups excluded)."""
     import tensorflow as tf
@@ -75,11 +107,13 @@ def measure(architecture: str, clients: dict, *, rounds: int, batch_size: int = 
         'shards': (sharded, shards(ids)),
     }
     states = {name: process.initialize() for name, (process, _) in processes.items()}
+    empty_weights, empty_round = _empty_round(model_fn)
     steps = {
         **{
             name: (lambda name=name: states.__setitem__(name, processes[name][0].next(states[name], processes[name][1]).state))
             for name in processes
         },
+        'empty': lambda: empty_round(empty_weights, processes['shards'][1]),
         'central': lambda: central(x_t, y_t).numpy(),
         'fit': lambda: fit_model.fit(x, y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0),
     }
@@ -113,15 +147,21 @@ def main(argv=None) -> list[str]:
         lines.append(
             f'   {architecture}: examples/s central loop {rates["central"]:.0f}, keras fit {rates["fit"]:.0f}, '
             f'TFF stock {rates["stock"]:.0f}, TFF DATASET_ITERATOR {rates["iterator"]:.0f}, '
-            f'fedlab tensors {rates["tensors"]:.0f}, fedlab shards {rates["shards"]:.0f}'
+            f'fedlab tensors {rates["tensors"]:.0f}, fedlab shards {rates["shards"]:.0f}; '
+            f'ms per round: central loop {1000 * n / rates["central"]:.0f}, empty TFF round {1000 * n / rates["empty"]:.0f}'
         )
-        for label, name in [('TFF stock', 'stock'), ('TFF iterator', 'iterator'), ('fedlab tensors', 'tensors')]:
+        for label, name in [
+            ('TFF stock', 'stock'),
+            ('TFF iterator', 'iterator'),
+            ('fedlab tensors', 'tensors'),
+            ('ceiling: empty TFF round', 'empty'),
+        ]:
             lines.append(common.figure(f'eta {architecture} {label}', rates[name] / rates['central'], '(ref)', None))
         eta = rates['shards'] / rates['central']
         goal = GOALS[architecture]
         lines.append(common.figure(f'eta {architecture} fedlab client_inputs=shards', eta, f'>={goal}', eta >= goal,
                                    f'vs keras fit {rates["shards"] / rates["fit"]:.2f}'))
-        print('\n'.join(lines[-5:]), flush=True)
+        print('\n'.join(lines[-6:]), flush=True)
     return lines
 
 

@@ -62,7 +62,7 @@ def main(argv=None) -> list[str]:
         seconds = _hyperfine(args, runs) or _python_timing(args, runs)
         lines.append(common.figure(f'fedlab {name} seconds', seconds, '<1.5', seconds < 1.5))
         print(lines[-1], flush=True)
-    for label, extra in [('client_inputs=dataset', ['client_inputs=dataset']), ('client_inputs=tensors', ['client_inputs=tensors'])]:
+    for label, extra in [('client_inputs=dataset', ['client_inputs=dataset']), ('client_inputs=shards', ['client_inputs=shards'])]:
         first, total = round_one(extra)
         lines.append(common.figure(f'launch -> end of round 1 s ({label})', first, '(report)', None,
                                    f'whole 2-round run {total:.1f} s'))

@@ -9,7 +9,7 @@ import time
 import tensorflow_federated as tff
 import tqdm
 
-from fedlab import checkpoints, client_data, evaluation, ledger, recording, training
+from fedlab import checkpoints, client_data, evaluation, ledger, recording, training, workers
 from fedlab.data.federated_data import FederatedData
 from fedlab.errors import FedlabError
 from fedlab.models import ModelFn
@@ -142,6 +142,7 @@ def train_and_evaluate(
             save_checkpoint()
         progress.update()
         progress.write(_round_line(result, schedule.rounds))
+        workers.raise_if_signalled()
 
     status = 'running'
     eval_on_train_metrics = {}

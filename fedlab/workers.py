@@ -156,6 +156,20 @@ class _Terminated(BaseException):
     """Raised in the main thread on SIGTERM so that cleanup code runs as it does for Ctrl-C."""
 
 
+_signals_received: list[int] = []
+
+
+def raise_if_signalled() -> None:
+    """Raises again for a SIGINT or SIGTERM whose exception was lost.
+
+    A signal's exception is raised wherever the main thread is; if that is a finalizer (TFF disposes of
+    its remote values in weakref callbacks, with a gRPC call), Python prints "Exception ignored" and
+    carries on. Called between rounds, this stops the run after the round at the latest.
+    """
+    if _signals_received:
+        raise _Terminated() if _signals_received[-1] == signal.SIGTERM else KeyboardInterrupt()
+
+
 @contextlib.contextmanager
 def worker_cleanup():
     """Runs the body, then stops TFF workers whatever happened: success, error, Ctrl-C or SIGTERM.
@@ -164,10 +178,11 @@ def worker_cleanup():
     runs, each worker has a watchdog that stops it if this process is killed outright (SIGKILL).
     """
 
-    def on_sigterm(signum, frame):
-        raise _Terminated()
+    def on_signal(signum, frame):
+        _signals_received.append(signum)
+        raise _Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGTERM, signal.SIGINT)}
     watchdogs = _Watchdogs()
     watchdogs.start()
     try:
@@ -177,6 +192,8 @@ def worker_cleanup():
     except KeyboardInterrupt:
         raise SystemExit(128 + signal.SIGINT)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        _signals_received.clear()
         watchdogs.stop()
         stop_workers()

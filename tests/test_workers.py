@@ -2,7 +2,10 @@
 
 import os
 import shutil
+import signal
 import subprocess
+
+import pytest
 
 from fedlab import workers
 
@@ -45,3 +48,17 @@ def test_interrupt_becomes_exit_130(tmp_path):
     except SystemExit as exit:
         assert exit.code == 130
     assert not os.path.exists(f'/proc/{worker.pid}')
+
+
+@pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')  # the ignored KeyboardInterrupt
+def test_a_ctrl_c_lost_in_a_finalizer_still_stops_the_run_between_rounds():
+    class InterruptedWhileFinalized:
+        def __del__(self):  # Python ignores (prints) exceptions raised here, KeyboardInterrupt included
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(SystemExit) as exit_info:
+        with workers.worker_cleanup():
+            InterruptedWhileFinalized()
+            reached_the_round_boundary = True
+            workers.raise_if_signalled()
+    assert reached_the_round_boundary and exit_info.value.code == 130
