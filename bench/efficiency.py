@@ -94,6 +94,7 @@ def measure(architecture: str, clients: dict, *, rounds: int, batch_size: int = 
         model_fn, config, model_aggregator=aggregators.mean(), client_inputs='shards', batch_size=batch_size
     )
     shards = client_data.ClientShards(data, pipeline)
+    empty_weights, empty_round = _empty_round(model_fn)  # before the Keras models below: it builds in a graph
     central_model = models.build_keras_model(architecture, (28, 28, 1), 10)
     central = _central_loop(central_model, batch_size, config.client_lr)
     fit_model = models.build_keras_model(architecture, (28, 28, 1), 10)
@@ -107,7 +108,6 @@ def measure(architecture: str, clients: dict, *, rounds: int, batch_size: int = 
         'shards': (sharded, shards(ids)),
     }
     states = {name: process.initialize() for name, (process, _) in processes.items()}
-    empty_weights, empty_round = _empty_round(model_fn)
     steps = {
         **{
             name: (lambda name=name: states.__setitem__(name, processes[name][0].next(states[name], processes[name][1]).state))
@@ -148,7 +148,7 @@ def main(argv=None) -> list[str]:
             f'   {architecture}: examples/s central loop {rates["central"]:.0f}, keras fit {rates["fit"]:.0f}, '
             f'TFF stock {rates["stock"]:.0f}, TFF DATASET_ITERATOR {rates["iterator"]:.0f}, '
             f'fedlab tensors {rates["tensors"]:.0f}, fedlab shards {rates["shards"]:.0f}; '
-            f'ms per round: central loop {1000 * n / rates["central"]:.0f}, empty TFF round {1000 * n / rates["empty"]:.0f}'
+            f'ms per round: central loop {1000 * examples / rates["central"]:.0f}, empty TFF round {1000 * examples / rates["empty"]:.0f}'
         )
         for label, name in [
             ('TFF stock', 'stock'),
