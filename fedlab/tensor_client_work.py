@@ -58,7 +58,9 @@ def _zero_if_any_non_finite(update):
 def _build_client_update(model_fn: ModelFn, batch_size: int):
     model = model_fn()
 
-    @tf.function
+    # autograph=False, with tf.while_loop and tf.cond written out: autograph would also convert every
+    # function this calls (the model's forward pass, the optimizer), which took most of the process's build.
+    @tf.function(autograph=False)
     def client_update(optimizer, initial_weights, data, optimizer_hparams):
         model_weights = tff.learning.models.ModelWeights.from_model(model)
         tf.nest.map_structure(lambda a, b: a.assign(b), model_weights, initial_weights)
@@ -67,10 +69,9 @@ def _build_client_update(model_fn: ModelFn, batch_size: int):
         optimizer_state = optimizer.set_hparams(optimizer.initialize(specs), optimizer_hparams)
 
         x, y = data['x'], data['y']
-        total = tf.shape(y)[0]
-        num_batches = (total + batch_size - 1) // batch_size
-        num_examples = tf.zeros([], tf.int64)
-        for i in tf.range(num_batches):  # autograph: an in-graph while loop, no Python per batch
+        num_batches = (tf.shape(y)[0] + batch_size - 1) // batch_size
+
+        def train_on_batch(i, num_examples, optimizer_state):
             start = i * batch_size
             batch = collections.OrderedDict(x=x[start : start + batch_size], y=y[start : start + batch_size])
             with tf.GradientTape() as tape:
@@ -79,13 +80,21 @@ def _build_client_update(model_fn: ModelFn, batch_size: int):
             optimizer_state, updated = optimizer.next(optimizer_state, trainable, tuple(tf.nest.flatten(gradients)))
             for variable, value in zip(trainable, updated):
                 variable.assign(value)
-            num_examples += tf.cast(output.num_examples, tf.int64)
+            return i + 1, num_examples + tf.cast(output.num_examples, tf.int64), optimizer_state
+
+        _, num_examples, _ = tf.while_loop(
+            lambda i, *_: i < num_batches, train_on_batch, (tf.constant(0), tf.zeros([], tf.int64), optimizer_state)
+        )
 
         delta = tf.nest.map_structure(tf.subtract, initial_weights.trainable, model_weights.trainable)
         delta, non_finite = _zero_if_any_non_finite(delta)
         weight = tf.where(non_finite, 0.0, tf.cast(num_examples, tf.float32))
-        if non_finite:
+
+        def reset_metrics():
             model.reset_metrics()
+            return tf.constant(True)
+
+        tf.cond(non_finite, reset_metrics, lambda: tf.constant(False))
         metrics = model.report_local_unfinalized_metrics()
         return tff.learning.templates.ClientResult(update=delta, update_weight=weight), metrics
 

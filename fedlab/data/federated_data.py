@@ -57,11 +57,14 @@ def client_data_from_arrays(clients: ClientArrays) -> tff.simulation.datasets.Cl
 
 
 def examples_per_client(client_data: tff.simulation.datasets.ClientData) -> dict[str, int]:
-    """Counts each client's examples (by iterating its dataset, which works for every ClientData)."""
-    return {
-            client_id: int(client_data.create_tf_dataset_for_client(client_id).reduce(0, lambda n, _: n + 1))
-            for client_id in client_data.client_ids
-    }
+    """Counts each client's examples: the dataset's cardinality when it is known (in-memory data),
+    else by iterating it, which works for every ClientData."""
+    counts = {}
+    for client_id in client_data.client_ids:
+        dataset = client_data.create_tf_dataset_for_client(client_id)
+        cardinality = int(dataset.cardinality())
+        counts[client_id] = cardinality if cardinality >= 0 else int(dataset.reduce(0, lambda n, _: n + 1))
+    return counts
 
 
 def from_centralized(
