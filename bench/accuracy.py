@@ -48,10 +48,10 @@ def main(argv=None) -> list[str]:
 
     model_fn = models.keras_model_fn((28, 28, 1), 10, architecture='fedavg_cnn')
     process = training.build_fed_avg(
-        model_fn, training.FedAvgConfig(client_lr=args.lr), model_aggregator=aggregators.mean(), client_inputs='tensors'
+        model_fn, training.FedAvgConfig(client_lr=args.lr), model_aggregator=aggregators.mean(), client_inputs='shards'
     )
     pipeline = functools.partial(client_data.train_pipeline, config=client_data.PipelineConfig(epochs=args.client_epochs))
-    inputs = client_data.ClientTensors(data.train, pipeline)
+    inputs = client_data.ClientShards(data.train, pipeline)
     sampler = sampling.uniform(data.client_ids, 10, seed=0)
     evaluate = common.evaluator(model_fn, test)
     start = time.perf_counter()
@@ -67,6 +67,7 @@ def main(argv=None) -> list[str]:
                 reached = round_num
                 break
     minutes = (time.perf_counter() - start) / 60
+    inputs.close()
     ratio = accuracy / central
     lines = [
         f'# 2. time to accuracy: fedavg_cnn, {len(data.client_ids)} LEAF writers (digits), 10 per round, '
