@@ -57,14 +57,15 @@ def main(argv=None) -> list[str]:
     samples, seconds = measure(args.rounds, [f'client_inputs={args.client_inputs}'])
     (p50, w50), (pn, wn) = samples[50], samples[args.rounds]
     ratio = (pn + wn) / (p50 + w50)
-    # Medians of 50-round windows (rounds 26-75 and the last 50): robust to the machine's noise.
-    early, late = statistics.median(seconds[25:75]), statistics.median(seconds[args.rounds - 50 : args.rounds])
+    # Medians of the first and second half (round 1-25 excluded): robust to the machine's bursts of load.
+    half = (args.rounds + 25) // 2
+    early, late = statistics.median(seconds[25:half]), statistics.median(seconds[half : args.rounds])
     lines = [
         f'# 4. memory: linear, default config, client_inputs={args.client_inputs}; RSS MB python + worker: '
         f'round 50 {p50:.0f} + {w50:.0f}, round {args.rounds} {pn:.0f} + {wn:.0f}',
         common.figure(f'RSS round {args.rounds} / round 50', ratio, '<=1.05', ratio <= 1.05,
                       f'worker alone {wn / w50:.2f}' if w50 else ''),
-        common.figure(f'round time rounds {args.rounds - 49}-{args.rounds} / 26-75', late / early, '<=1.10',
+        common.figure(f'round time rounds {half + 1}-{args.rounds} / 26-{half}', late / early, '<=1.10',
                       late / early <= 1.10, f'medians {1000 * late:.0f} / {1000 * early:.0f} ms'),
     ]
     print('\n'.join(lines), flush=True)

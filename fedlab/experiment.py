@@ -81,7 +81,14 @@ def train_and_evaluate(
     ledger.warn_if_compression_is_idle(communication.cost)
     eval_pipeline = functools.partial(client_data.eval_pipeline, batch_size=pipeline.batch_size)
     test_ids = [c for c in data.test.client_ids if data.test.create_tf_dataset_for_client(c).cardinality() != 0]
-    evaluate_test = evaluation.FederatedEvaluator(model_fn, client_data.ClientDatasets(data.test, eval_pipeline)(test_ids))
+    if pipeline.client_inputs == 'shards':  # the same metrics, ~10x faster (see evaluation.ShardEvaluator)
+        test_shards = client_data.ClientShards(data.test, eval_pipeline)
+        evaluate_test = evaluation.ShardEvaluator(model_fn, test_shards(test_ids), batch_size=pipeline.batch_size)
+    else:
+        test_shards = None
+        evaluate_test = evaluation.FederatedEvaluator(
+            model_fn, client_data.ClientDatasets(data.test, eval_pipeline)(test_ids)
+        )
 
     # 2. The clients' training pipelines, built once and reused every round.
     clients = client_data.CLIENT_INPUTS[pipeline.client_inputs]
@@ -177,8 +184,9 @@ def train_and_evaluate(
         save_checkpoint()
         raise
     finally:
-        if isinstance(train_datasets, client_data.ClientShards):
-            train_datasets.close()
+        for shards in (train_datasets, test_shards):
+            if isinstance(shards, client_data.ClientShards):
+                shards.close()
         progress.close()
         for table in tables.values():
             table.close()

@@ -101,6 +101,48 @@ def _build_client_update(model_fn: ModelFn, batch_size: int):
     return client_update
 
 
+def build_shard_evaluation(model_fn: ModelFn, *, batch_size: int) -> tff.Computation:
+    """Federated evaluation whose clients read their data from shards (`write_shard` of the evaluation
+    pipeline's stream): `(model weights at SERVER, shard paths at CLIENTS) -> metrics at SERVER`, summed over
+    clients then finalized, as `tff.learning.algorithms.build_fed_eval` reports them."""
+    with tf.Graph().as_default():  # Builds the model only to read its types, outside the global graph.
+        model = model_fn()
+        metrics_aggregation_fn = tff.learning.metrics.sum_then_finalize(model.metric_finalizers())
+        input_spec = model.input_spec
+        weights_type = tff.learning.models.weights_type_from_model(model)
+
+    @tff.tensorflow.computation(weights_type, np.str_)
+    def client_evaluation(weights, shard_path):
+        model = model_fn()
+
+        @tf.function(autograph=False)
+        def evaluate():
+            model_weights = tff.learning.models.ModelWeights.from_model(model)
+            tf.nest.map_structure(lambda a, b: a.assign(b), model_weights, weights)
+            data = read_shard(shard_path, input_spec)
+            num_batches = (tf.shape(data['y'])[0] + batch_size - 1) // batch_size
+
+            def evaluate_batch(i):
+                start = i * batch_size
+                batch = collections.OrderedDict((k, v[start : start + batch_size]) for k, v in data.items())
+                model.forward_pass(batch, training=False)
+                return i + 1
+
+            tf.while_loop(lambda i: i < num_batches, evaluate_batch, (tf.constant(0),))
+            return model.report_local_unfinalized_metrics()
+
+        return evaluate()
+
+    @tff.federated_computation(
+        tff.FederatedType(weights_type, tff.SERVER), tff.FederatedType(np.str_, tff.CLIENTS)
+    )
+    def evaluate(weights, shard_paths):
+        metrics = tff.federated_map(client_evaluation, (tff.federated_broadcast(weights), shard_paths))
+        return metrics_aggregation_fn(metrics)
+
+    return evaluate
+
+
 class TensorClientWork(NamedTuple):
     """The parts of a `tff.learning.templates.ClientWorkProcess`. Not one itself: TFF's templates insist
     that client data be a sequence, which is exactly the cost this module avoids."""

@@ -83,3 +83,25 @@ def test_client_shards_hold_the_batch_stream_and_are_deleted_on_close():
             for key in spec:
                 np.testing.assert_array_equal(read[key].numpy(), stream[key])
     assert not any(os.path.exists(f'{path}.x') for path in paths)
+
+
+def test_shard_evaluation_reports_what_tffs_fed_eval_reports():
+    import functools
+
+    from fedlab import aggregators, client_data, evaluation, models, training
+    from fedlab.data import federated_data
+
+    rng = np.random.default_rng(1)
+    arrays = {f'c{i}': (rng.random((9 + 4 * i, 8, 8, 1), np.float32), rng.integers(0, 10, 9 + 4 * i)) for i in range(3)}
+    data = federated_data.client_data_from_arrays(arrays)
+    model_fn = models.keras_model_fn((8, 8, 1), 10, architecture='simple_cnn')
+    process = training.build_fed_avg(model_fn, training.FedAvgConfig(), model_aggregator=aggregators.mean())
+    weights = process.get_model_weights(process.initialize())
+    pipeline = functools.partial(client_data.eval_pipeline, batch_size=4)
+    stock = evaluation.FederatedEvaluator(model_fn, client_data.ClientDatasets(data, pipeline)(sorted(arrays)))
+    with client_data.ClientShards(data, pipeline) as shards:
+        fast = evaluation.ShardEvaluator(model_fn, shards(sorted(arrays)), batch_size=4)
+        expected, got = stock(weights), fast(weights)
+    assert got.keys() == expected.keys() and got['examples'] == 9 + 13 + 17 and got['batches'] == 3 + 4 + 5
+    for name, value in expected.items():
+        assert got[name] == pytest.approx(value, rel=1e-6), name
