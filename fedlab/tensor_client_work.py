@@ -27,6 +27,11 @@ def materialize(dataset: tf.data.Dataset) -> collections.OrderedDict:
     for batch in dataset.as_numpy_iterator():
         xs.append(batch['x'])
         ys.append(batch['y'])
+    if not ys:  # a client without examples: empty arrays of the stream's shapes (it trains on 0 batches)
+        spec = dataset.element_spec
+        return collections.OrderedDict(
+            (key, np.zeros([0, *spec[key].shape[1:]], spec[key].dtype.as_numpy_dtype)) for key in ('x', 'y')
+        )
     return collections.OrderedDict(x=np.concatenate(xs), y=np.concatenate(ys))
 
 

@@ -105,3 +105,14 @@ def test_shard_evaluation_reports_what_tffs_fed_eval_reports():
     assert got.keys() == expected.keys() and got['examples'] == 9 + 13 + 17 and got['batches'] == 3 + 4 + 5
     for name, value in expected.items():
         assert got[name] == pytest.approx(value, rel=1e-6), name
+
+
+def test_a_client_without_examples_gets_an_empty_stream():
+    import tensorflow as tf
+
+    from fedlab import tensor_client_work
+
+    empty = tf.data.Dataset.from_tensor_slices({'x': np.zeros((0, 8, 8, 1), np.float32), 'y': np.zeros(0, np.int32)})
+    stream = tensor_client_work.materialize(empty.batch(4))
+    assert stream['x'].shape == (0, 8, 8, 1) and stream['x'].dtype == np.float32
+    assert stream['y'].shape == (0,) and stream['y'].dtype == np.int32
