@@ -34,7 +34,6 @@ def _empty_round(model_fn):
     """A TFF round of FedAvg's shape with no work in it: broadcast the weights, each client returns a zero
     update for its shard path, weighted mean, server applies it. Its time is what TFF's runtime costs
     whatever the clients do, so physical-limit time / its time bounds the η any TFF process can reach."""
-    import numpy as np
     import tensorflow as tf
     import tensorflow_federated as tff
 

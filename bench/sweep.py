@@ -12,10 +12,6 @@ from fedlab import workers
 FEDLAB = str(common.REPO / '.venv' / 'bin' / 'fedlab')
 
 
-def _workers_with_token(token: str) -> list[int]:
-    return workers.workers_with_env(token)
-
-
 def sweep(launcher: list[str], rounds: int) -> tuple[float, int, int]:
     """Wall seconds, exit status and leaked TFF workers of one 4-job sweep."""
     token = uuid.uuid4().hex
@@ -28,7 +24,7 @@ def sweep(launcher: list[str], rounds: int) -> tuple[float, int, int]:
         )
         seconds = time.perf_counter() - start
     time.sleep(1.0)
-    return seconds, proc.returncode, len(_workers_with_token(token))
+    return seconds, proc.returncode, len(workers.workers_with_env(token))
 
 
 def compare(rounds: int, repeats: int) -> tuple[float, list[str]]:

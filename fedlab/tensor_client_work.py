@@ -52,6 +52,34 @@ def read_shard(stem: tf.Tensor, input_spec) -> collections.OrderedDict:
     )
 
 
+class _ModelTypes(NamedTuple):
+    metrics_aggregation_fn: object  # tff.learning.metrics.sum_then_finalize of the model's finalizers
+    input_spec: object
+    weights_type: tff.types.Type
+
+
+def _model_types(model_fn: ModelFn) -> _ModelTypes:
+    """What the federated computations need to know of the model, read from one built outside the global
+    graph."""
+    with tf.Graph().as_default():
+        model = model_fn()
+        return _ModelTypes(
+            tff.learning.metrics.sum_then_finalize(model.metric_finalizers()),
+            model.input_spec,
+            tff.learning.models.weights_type_from_model(model),
+        )
+
+
+def _num_batches(data, batch_size: int) -> tf.Tensor:
+    return (tf.shape(data['y'])[0] + batch_size - 1) // batch_size
+
+
+def _batch(data, i: tf.Tensor, batch_size: int) -> collections.OrderedDict:
+    """Batch `i` of a batch stream held as tensors (the last one may be smaller)."""
+    start = i * batch_size
+    return collections.OrderedDict((key, value[start : start + batch_size]) for key, value in data.items())
+
+
 def _zero_if_any_non_finite(update):
     """TFF's rule: a client whose update has NaN or Inf contributes nothing (update 0, weight 0)."""
     flat = tf.nest.flatten(update)
@@ -73,14 +101,11 @@ def _build_client_update(model_fn: ModelFn, batch_size: int):
         specs = tf.nest.map_structure(lambda v: tf.TensorSpec(v.shape, v.dtype), trainable)
         optimizer_state = optimizer.set_hparams(optimizer.initialize(specs), optimizer_hparams)
 
-        x, y = data['x'], data['y']
-        num_batches = (tf.shape(y)[0] + batch_size - 1) // batch_size
+        num_batches = _num_batches(data, batch_size)
 
         def train_on_batch(i, num_examples, optimizer_state):
-            start = i * batch_size
-            batch = collections.OrderedDict(x=x[start : start + batch_size], y=y[start : start + batch_size])
             with tf.GradientTape() as tape:
-                output = model.forward_pass(batch, training=True)
+                output = model.forward_pass(_batch(data, i, batch_size), training=True)
             gradients = tape.gradient(output.loss, model_weights.trainable)
             optimizer_state, updated = optimizer.next(optimizer_state, trainable, tuple(tf.nest.flatten(gradients)))
             for variable, value in zip(trainable, updated):
@@ -110,11 +135,7 @@ def build_shard_evaluation(model_fn: ModelFn, *, batch_size: int) -> tff.Computa
     """Federated evaluation whose clients read their data from shards (`write_shard` of the evaluation
     pipeline's stream): `(model weights at SERVER, shard paths at CLIENTS) -> metrics at SERVER`, summed over
     clients then finalized, as `tff.learning.algorithms.build_fed_eval` reports them."""
-    with tf.Graph().as_default():  # Builds the model only to read its types, outside the global graph.
-        model = model_fn()
-        metrics_aggregation_fn = tff.learning.metrics.sum_then_finalize(model.metric_finalizers())
-        input_spec = model.input_spec
-        weights_type = tff.learning.models.weights_type_from_model(model)
+    metrics_aggregation_fn, input_spec, weights_type = _model_types(model_fn)
 
     @tff.tensorflow.computation(weights_type, np.str_)
     def client_evaluation(weights, shard_path):
@@ -125,12 +146,10 @@ def build_shard_evaluation(model_fn: ModelFn, *, batch_size: int) -> tff.Computa
             model_weights = tff.learning.models.ModelWeights.from_model(model)
             tf.nest.map_structure(lambda a, b: a.assign(b), model_weights, weights)
             data = read_shard(shard_path, input_spec)
-            num_batches = (tf.shape(data['y'])[0] + batch_size - 1) // batch_size
+            num_batches = _num_batches(data, batch_size)
 
             def evaluate_batch(i):
-                start = i * batch_size
-                batch = collections.OrderedDict((k, v[start : start + batch_size]) for k, v in data.items())
-                model.forward_pass(batch, training=False)
+                model.forward_pass(_batch(data, i, batch_size), training=False)
                 return i + 1
 
             tf.while_loop(lambda i: i < num_batches, evaluate_batch, (tf.constant(0),))
@@ -164,12 +183,8 @@ def build_tensor_client_work(
     """Weighted FedAvg client work whose client data is `{x: [n, ...], y: [n]}` tensors, the client's batch
     stream (see `materialize`), trained in batches of `batch_size`. With `from_shards`, client data is the
     path of the stream's shard (see `write_shard`) instead."""
-    with tf.Graph().as_default():  # Builds the model only to read its types, outside the global graph.
-        model = model_fn()
-        metrics_aggregation_fn = tff.learning.metrics.sum_then_finalize(model.metric_finalizers())
-        input_spec = model.input_spec
-        data_type = tff.TensorType(np.str_) if from_shards else tff.types.tensorflow_to_type(input_spec)
-        weights_type = tff.learning.models.weights_type_from_model(model)
+    metrics_aggregation_fn, input_spec, weights_type = _model_types(model_fn)
+    data_type = tff.TensorType(np.str_) if from_shards else tff.types.tensorflow_to_type(input_spec)
     initial_hparams = optimizer.get_hparams(optimizer.initialize(tf.TensorSpec([], tf.float32)))
 
     @tff.federated_computation

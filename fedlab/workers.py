@@ -180,7 +180,7 @@ def worker_cleanup():
 
     def on_signal(signum, frame):
         _signals_received.append(signum)
-        raise _Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+        raise_if_signalled()
 
     previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGTERM, signal.SIGINT)}
     watchdogs = _Watchdogs()

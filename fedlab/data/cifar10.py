@@ -65,7 +65,7 @@ def load_cifar10(
         raise FedlabError(f'{batches}: labels outside 0-{NUM_CLASSES - 1}')
 
     from fedlab.data import federated_data
-    
+
     return federated_data.from_centralized(
             'cifar10',
             pixels,
