@@ -11,7 +11,7 @@ import tqdm
 
 from fedlab import checkpoints, client_data, evaluation, ledger, recording, training, workers
 from fedlab.data.federated_data import FederatedData
-from fedlab.errors import FedlabError
+from fedlab.errors import FedlabError, TrainingDiverged
 from fedlab.models import ModelFn
 from fedlab.sampling import Sampler
 
@@ -173,7 +173,7 @@ def train_and_evaluate(
             tensorboard.write(schedule.rounds, EVAL_ON_TRAIN, eval_on_train_metrics)
             print(f'evaluation on training data: {_metrics_text(eval_on_train_metrics)}')
         status = 'completed'
-    except training.TrainingDiverged as diverged:
+    except TrainingDiverged as diverged:
         status = 'diverged'
         raise FedlabError(f'{diverged}; the last good checkpoint is round {store.latest_round()}') from None
     except Exception:

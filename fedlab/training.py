@@ -8,6 +8,7 @@ from collections.abc import Callable
 import tensorflow_federated as tff
 
 from fedlab import evaluation
+from fedlab.errors import TrainingDiverged
 from fedlab.models import ModelFn
 from fedlab.sampling import Sampler
 
@@ -88,10 +89,6 @@ class RoundResult:
     evaluations: dict[str, dict[str, float]]  # population name -> metrics
     train_seconds: float
     eval_seconds: float
-
-
-class TrainingDiverged(Exception):
-    """The loss or the model update stopped being finite."""
 
 
 def train_metrics(process_output: tff.learning.templates.LearningProcessOutput) -> dict[str, float]:
