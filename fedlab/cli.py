@@ -59,12 +59,14 @@ def train(cfg: DictConfig, run_dir: pathlib.Path, run_info: dict | None = None):
         pipeline=client_data.PipelineConfig(
             epochs=cfg.client_epochs, batch_size=cfg.batch_size, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed,
             client_inputs=cfg.client_inputs,
+            shard_dir=_absolute(cfg.shard_dir), shard_budget_mb=cfg.shard_budget_mb,
         ),
         schedule=training.Schedule(
             rounds=cfg.rounds, clients_per_round=cfg.clients_per_round, eval_every=cfg.eval_every
         ),
         checkpoint_every=cfg.checkpoint_every,
         eval_on_train=cfg.task.eval_on_train,
+        eval_clients=cfg.eval_clients,
         print_type_signature=cfg.print_type_signature,
         config=_identity(cfg),
         run_info=run_info,
@@ -73,9 +75,13 @@ def train(cfg: DictConfig, run_dir: pathlib.Path, run_info: dict | None = None):
 
 def _identity(cfg: DictConfig) -> dict:
     """The settings that define a run: a checkpoint is resumed only under the same ones."""
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = schema.without_locations(OmegaConf.to_container(cfg, resolve=True))
     config.pop('resume', None)
     return config
+
+
+def _absolute(path: str | None) -> str | None:
+    return None if path is None else to_absolute_path(os.path.expanduser(path))
 
 
 def load_data(cfg: DictConfig):

@@ -1,7 +1,6 @@
 """One federated training run, from built components to the files in its run directory."""
 
 import dataclasses
-import functools
 import pathlib
 import shutil
 import time
@@ -44,6 +43,7 @@ def train_and_evaluate(
     schedule: training.Schedule,
     checkpoint_every: int = 5,
     eval_on_train: bool = False,
+    eval_clients: int | None = None,
     print_type_signature: bool = False,
     config: dict | None = None,
     run_info: dict | None = None,
@@ -79,20 +79,15 @@ def train_and_evaluate(
     communication = ledger.Ledger(ledger.measure(process))
     print(communication.describe())
     ledger.warn_if_compression_is_idle(communication.cost)
-    eval_pipeline = functools.partial(client_data.eval_pipeline, batch_size=pipeline.batch_size)
-    test_ids = [c for c in data.test.client_ids if data.test.create_tf_dataset_for_client(c).cardinality() != 0]
-    if pipeline.client_inputs == 'shards':  # the same metrics, ~10x faster (see evaluation.ShardEvaluator)
-        test_shards = client_data.ClientShards(data.test, eval_pipeline)
-        evaluate_test = evaluation.ShardEvaluator(model_fn, test_shards(test_ids), batch_size=pipeline.batch_size)
-    else:
-        test_shards = None
-        evaluate_test = evaluation.FederatedEvaluator(
-            model_fn, client_data.ClientDatasets(data.test, eval_pipeline)(test_ids)
-        )
+    # Test clients: a fixed sample of eval_clients every eval_every rounds, all after the last (see evaluation).
+    shard_store = client_data.open_store(pipeline)  # shard files on a disk budget (client_inputs=shards), else None
+    evaluate_test = evaluation.ClientsEvaluator(model_fn, data.test, batch_size=pipeline.batch_size, store=shard_store,
+                                                sample_size=eval_clients, seed=pipeline.seed, final_round=schedule.rounds)
+    coverage = evaluation.EvalCoverage(evaluate_test)
 
-    # 2. The clients' training pipelines, built once and reused every round.
-    clients = client_data.CLIENT_INPUTS[pipeline.client_inputs]
-    train_datasets = clients(data.train, functools.partial(client_data.train_pipeline, config=pipeline))
+    # 2. The clients' training inputs, the next round's prepared while a round trains.
+    train_datasets = client_data.RoundAhead(client_data.training_inputs(data.train, pipeline, store=shard_store), sampler,
+                                            first_round=resume_round + 1, last_round=schedule.rounds)
 
     # 3. The starting point: a fresh state, or the last checkpoint with the tables as they were then.
     state = None
@@ -111,7 +106,7 @@ def train_and_evaluate(
         for row in recording.read_rows(run_dir / METRICS_CSV):
             tensorboard.write(int(row['round']), COMMUNICATION, communication.resume(row))
     tables = {
-        METRICS_CSV: recording.CsvTable(run_dir / METRICS_CSV, recording.metrics_columns(POPULATIONS)),
+        METRICS_CSV: recording.CsvTable(run_dir / METRICS_CSV, recording.metrics_columns(POPULATIONS) + coverage.columns),
         TIMING_CSV: recording.CsvTable(run_dir / TIMING_CSV, recording.TIMING_COLUMNS),
         CLIENTS_CSV: recording.CsvTable(run_dir / CLIENTS_CSV, recording.CLIENTS_COLUMNS),
     }
@@ -135,6 +130,7 @@ def train_and_evaluate(
             row.update({f'{population}_{k}': v for k, v in metrics.items()})
         bits = communication.record(len(result.client_ids))
         row.update(bits)
+        row.update(coverage.values(bool(result.evaluations)))
         tables[METRICS_CSV].write(row)
         tensorboard.write(result.round_num, COMMUNICATION, bits)
         tables[TIMING_CSV].write(
@@ -159,16 +155,15 @@ def train_and_evaluate(
             train_datasets,
             sampler,
             schedule,
-            evaluate=lambda weights: {EVAL: evaluate_test(weights)},
+            evaluate=lambda weights, round_num: {EVAL: evaluate_test(weights, round_num)},
             on_round=on_round,
             state=state,
             start_round=resume_round + 1,
         )
         # 5. Optionally, the tutorial's evaluation of the final model on the clients' training data.
         if eval_on_train:
-            evaluate_train = evaluation.FederatedEvaluator(
-                model_fn, client_data.ClientDatasets(data.train, eval_pipeline)(data.client_ids)
-            )
+            evaluate_train = evaluation.ClientsEvaluator(model_fn, data.train, batch_size=pipeline.batch_size,
+                                                         store=shard_store, name='train_eval')
             eval_on_train_metrics = evaluate_train(process.get_model_weights(state))
             tensorboard.write(schedule.rounds, EVAL_ON_TRAIN, eval_on_train_metrics)
             print(f'evaluation on training data: {_metrics_text(eval_on_train_metrics)}')
@@ -184,9 +179,9 @@ def train_and_evaluate(
         save_checkpoint()
         raise
     finally:
-        for shards in (train_datasets, test_shards):
-            if isinstance(shards, client_data.ClientShards):
-                shards.close()
+        train_datasets.close()
+        if shard_store is not None:
+            shard_store.close()
         progress.close()
         for table in tables.values():
             table.close()

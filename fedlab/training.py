@@ -112,14 +112,14 @@ def run(
     sampler: Sampler,
     schedule: Schedule,
     *,
-    evaluate: Callable[[object], dict[str, dict[str, float]]],
+    evaluate: Callable[[object, int], dict[str, dict[str, float]]],
     on_round: Callable[[RoundResult, object], None],
     state=None,
     start_round: int = 1,
 ):
     """Trains rounds `start_round`..`schedule.rounds` from `state` (default: a fresh initial state).
 
-    `evaluate(model_weights)` returns metrics per evaluated population; `on_round(result, state)`
+    `evaluate(model_weights, round_num)` returns metrics per evaluated population; `on_round(result, state)`
     receives every round's result and the state after it as soon as the round is complete.
     Returns the final state. Raises TrainingDiverged, before `on_round`, for a non-finite round.
     """
@@ -136,7 +136,7 @@ def run(
         evaluations, eval_seconds = {}, 0.0
         if schedule.evaluates_after(round_num):
             start = time.perf_counter()
-            evaluations = evaluate(process.get_model_weights(state))
+            evaluations = evaluate(process.get_model_weights(state), round_num)
             eval_seconds = time.perf_counter() - start
         on_round(
             RoundResult(
