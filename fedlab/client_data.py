@@ -62,7 +62,7 @@ def client_arrays(client_data: tff.simulation.datasets.ClientData, client_id: st
         pixels, labels = client_data.arrays(client_id)
         return collections.OrderedDict(x=pixels, y=labels)
     dataset = client_data.create_tf_dataset_for_client(client_id)
-    return materialize(eval_pipeline(dataset, 1 << 16))
+    return materialize(eval_pipeline(dataset, 256))
 
 
 def materialize(dataset: tf.data.Dataset) -> collections.OrderedDict:
@@ -176,6 +176,9 @@ class ClientDatasets:
 
     def __call__(self, client_ids: list[str]) -> list[tf.data.Dataset]:
         return self._cache.get_many(client_ids, self._make)
+
+    def prepare(self, client_ids: list[str]) -> None:
+        self(client_ids)
 
     def _make(self, client_id: str):
         return self._pipeline(self._client_data.create_tf_dataset_for_client(client_id)), 1

@@ -205,13 +205,14 @@ class ClientsEvaluator:
         return self._sample
 
     def _groups(self, client_ids: list[str]):
-        """Consecutive groups of clients whose shards take at most half the store's budget (by their example
-        counts, when known) and at most `max_clients_per_call` clients."""
+        """Consecutive groups of clients whose shards take at most a quarter of the store's budget (by their
+        example counts, when known; training keeps two rounds' clients pinned) and at most
+        `max_clients_per_call` clients."""
         from fedlab.data.federated_data import PIXELS, known_counts
 
         counts = known_counts(self._client_data) or {}
         example_bytes = 4 * (math.prod(self._client_data.element_type_structure[PIXELS].shape) + 2)
-        limit = self._store.budget_bytes / 2
+        limit = self._store.budget_bytes / 4
         group, size = [], 0
         for client_id in client_ids:
             client_bytes = counts.get(client_id, 0) * example_bytes + 3 * 4096

@@ -85,7 +85,7 @@ _RULES = {
     'seed': (lambda v: 0 <= v < 2**31, 'an integer in [0, 2**31)'),
     'checkpoint_every': (lambda v: v >= 0, 'an integer >= 0 (0: only at the end and on interrupt)'),
     'eval_clients': (lambda v: v is None or v >= 1, 'null (every test client) or an integer >= 1'),
-    'shard_budget_mb': (lambda v: v >= 16, 'an integer >= 16 (megabytes of disk for shard files)'),
+    'shard_budget_mb': (lambda v: v >= 64, 'an integer >= 64 (megabytes of disk for shard files)'),
 }
 
 

@@ -114,6 +114,15 @@ class ArrayClients:
             pixels = self.pixels[rows]
         return ArrayClients(client_ids, counts, pixels, self.labels[rows])
 
+    def take(self, rows: Sequence[np.ndarray]) -> 'ArrayClients':
+        """The same clients holding only the examples at `rows[i]` (indices into the whole arrays) each; a copy."""
+        index = np.concatenate(rows).astype(np.int64) if rows else np.zeros(0, np.int64)
+        if isinstance(self.pixels, PixelCodes):
+            pixels = PixelCodes(self.pixels.codes[index], self.pixels.table)
+        else:
+            pixels = self.pixels[index]
+        return ArrayClients(self.client_ids, [len(r) for r in rows], pixels, self.labels[index])
+
     @property
     def image_shape(self) -> tuple[int, ...]:
         return tuple(self.pixels.shape[1:])

@@ -42,14 +42,19 @@ def cache_lock(target: pathlib.Path, *, lock_dir: pathlib.Path | None = None):
             fcntl.flock(lock_file, fcntl.LOCK_UN)
 
 
-def fingerprint(files: Sequence[pathlib.Path], root: pathlib.Path) -> list[list]:
-    """What identifies a source's content without reading it: each file's path below `root`, size and
-    modification time (nanoseconds). Any edit, copy over or touch changes it."""
+def fingerprint(files: Sequence[pathlib.Path], root: pathlib.Path) -> str:
+    """What identifies a source's content without reading it: a digest of each file's path below `root`,
+    size and modification time (nanoseconds). Any edit, copy over or touch changes it."""
     rows = []
     for file in files:
         stat = file.stat()
         rows.append([str(file.relative_to(root)), stat.st_size, stat.st_mtime_ns])
-    return rows
+    return f'{len(rows)} files, ' + digest_of(rows)
+
+
+def digest_of(value) -> str:
+    """A digest of a json-able value."""
+    return hashlib.sha256(json.dumps(value).encode()).hexdigest()
 
 
 Arrays = dict[str, np.ndarray]
@@ -59,16 +64,17 @@ class ArrayCache:
     """One source's parsed arrays under `<root>/<kind>/<entry>/`: a raw binary file per array and a
     manifest.json (dtype, shape and SHA-256 digest of each, the source's `key`, free-form `meta`).
 
-    The entry is named after the source's location and is rebuilt when the source's `key` (e.g. its
+    The entry is named after the source's location (and `variant`, e.g. a selection of its clients that
+    changes what is parsed) and is rebuilt when the source's `key` (e.g. its
     `fingerprint`) changes, or when a file is missing, short or its digest differs (a corrupt cache). An
     entry is built in a temporary directory and renamed into place, under a lock, so concurrent jobs build
     it once and never read half an entry. If the cache cannot be written (read-only, disk full), the
     arrays are used without caching and a warning says why.
     """
 
-    def __init__(self, root: str | os.PathLike, kind: str, source: pathlib.Path, key: dict):
+    def __init__(self, root: str | os.PathLike, kind: str, source: pathlib.Path, key: dict, *, variant: str = ''):
         self.directory = pathlib.Path(root).expanduser() / kind
-        name = hashlib.sha256(str(source.resolve()).encode()).hexdigest()[:20]
+        name = hashlib.sha256(f'{source.resolve()}\n{variant}'.encode()).hexdigest()[:20]
         self.entry = self.directory / name
         self.key = {'format': _FORMAT, 'source': str(source.resolve()), **key}
         self.status = 'unused'  # after load_or_build: 'hit', 'built', 'rebuilt (<why>)' or 'not cached (<why>)'
