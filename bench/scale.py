@@ -192,6 +192,12 @@ class Run:
     def seconds(self, column: str, rounds: range | None = None) -> list[float]:
         return [float(r[column]) for r in self.timing if r[column] and (rounds is None or int(r['round']) in rounds)]
 
+    def eval_seconds(self, rounds: range | None = None) -> list[float]:
+        """Seconds of the evaluations run (the rounds whose metrics.csv row has eval_clients)."""
+        evaluated = {r['round'] for r in self.metrics if r.get('eval_clients')}
+        return [float(r['eval_seconds']) for r in self.timing if r['round'] in evaluated
+                and (rounds is None or int(r['round']) in rounds)]
+
     def load_seconds(self) -> float | None:
         for line in self.lines:
             match = re.search(r'(parsed|read from the data cache) in ([\d.]+) s', line)
@@ -206,10 +212,12 @@ class Run:
 
 
 def measure_load(path: pathlib.Path, env: dict) -> tuple[float, float, str]:
-    """Seconds of `load_leaf` (data cache on) in a fresh process, its peak RSS (MB) and what it printed."""
+    """Seconds of `load_leaf` (data cache on) in a fresh process that has imported TFF, the process's peak RSS
+    (MB, TFF's import included) and what it printed."""
     code = (
         'import resource, sys, time\n'
-        'from fedlab.data import leaf, cache\n'
+        'import tensorflow_federated\n'  # imported first: the figure is json to arrays, not TFF's import
+        'from fedlab.data import leaf, cache, federated_data\n'
         't = time.perf_counter()\n'
         'data = leaf.load_leaf(sys.argv[1], array_cache=str(cache.default_root()))\n'
         'print(f"LOAD {time.perf_counter() - t:.2f} {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}")\n'
@@ -234,6 +242,7 @@ def main(argv=None) -> list[str]:
     parser.add_argument('--emnist-clients', type=int, default=3400)
     parser.add_argument('--emnist-rounds', type=int, default=20 if common.QUICK else 100)
     parser.add_argument('--skip-emnist', action='store_true')
+    parser.add_argument('--format-rounds', type=int, default=25 if common.QUICK else 60)
     parser.add_argument('--workdir', default=None, help='where to build the replica (default: a new temp dir)')
     args = parser.parse_args(argv)
 
@@ -311,10 +320,10 @@ def _bench(args, work: pathlib.Path) -> list[str]:
     out(common.figure(f'train s per round, replica rounds {args.rounds // 2}-{args.rounds} / 6-{args.sample_rounds}',
                       late_round / replica_round, '(report)', None, f'median {1000 * late_round:.0f} ms'))
 
-    sampled_evals = long_run.seconds('eval_seconds', range(1, args.rounds))
-    final_eval = long_run.seconds('eval_seconds', range(args.rounds, args.rounds + 1))
+    sampled_evals = long_run.eval_seconds(range(1, args.rounds))
+    final_eval = long_run.eval_seconds(range(args.rounds, args.rounds + 1))
     evaluated = [int(r['eval_clients']) for r in long_run.metrics if r.get('eval_clients')]
-    sample_eval = _median([s for r in sample_runs for s in r.seconds('eval_seconds')])
+    sample_eval = _median([s for r in sample_runs for s in r.eval_seconds()])
     eval_median = _median(sampled_evals[1:] or sampled_evals)
     out(common.figure(f'evaluation on {args.eval_clients} sampled test clients (s)', eval_median, '<2',
                       eval_median < 2, f'median of {len(sampled_evals)}, first {sampled_evals[0]:.2f} s (writes '
@@ -337,26 +346,90 @@ def _bench(args, work: pathlib.Path) -> list[str]:
     out(f'   (replica run: {long_run.wall / 60:.1f} min for {args.rounds} rounds; load in the run '
         f'{long_run.load_seconds()} s)')
 
-    # 3. A run killed mid-way leaves its shard directory; the next start removes it; nothing goes to /tmp.
-    temp = pathlib.Path(tempfile.gettempdir())
-    before = {p.name for p in temp.iterdir()}
-    killed = Run([*common_args, f'data.path={replica}', 'rounds=50'], work / 'killed', env,
+    # 3. A run killed mid-way leaves its shard and temporary directories (in fedlab's cache); the next start
+    # removes them; nothing goes to the system's temporary directory (here a private one, to see it alone).
+    system_temp = work / 'system_tmp'
+    system_temp.mkdir()
+    kill_env = {**env, 'TMPDIR': str(system_temp)}
+    fedlab_dirs = (shard_parent, cache_dir / 'tmp')
+    killed = Run([*common_args, f'data.path={replica}', 'rounds=50'], work / 'killed', kill_env,
                  shard_parent=shard_parent, kill_after_round=3)
-    left = sorted(p.name for p in shard_parent.iterdir())
-    after_kill_temp = sorted({p.name for p in temp.iterdir()} - before)
-    next_run = Run([*common_args, f'data.path={SAMPLE}', 'rounds=1'], work / 'next', env)
+    left = {d.name: sorted(p.name for p in d.iterdir()) for d in fedlab_dirs}
+    next_run = Run([*common_args, f'data.path={SAMPLE}', 'rounds=1'], work / 'next', kill_env)
     next_run.check('the run after the SIGKILL')
-    remaining = sorted(p.name for p in shard_parent.iterdir()) if shard_parent.exists() else []
-    new_temp = sorted({p.name for p in temp.iterdir()} - before)
-    out(common.figure('entries left after a SIGKILL, then a new run', len(remaining) + len(new_temp), '0',
-                      not remaining and not new_temp,
-                      f'after the kill: {len(left)} in the shard dir, {len(after_kill_temp)} new in {temp}; after '
-                      f'the next start: {remaining + new_temp or "none"}; killed at round 3: {killed.returncode}'))
+    remaining = [f'{d.name}/{p.name}' for d in fedlab_dirs if d.exists() for p in d.iterdir()]
+    in_temp = sorted(p.name for p in system_temp.iterdir())
+    out(common.figure('entries left by a SIGKILLed run after the next start', len(remaining) + len(in_temp), '0',
+                      not remaining and not in_temp,
+                      f'after the kill (exit {killed.returncode}): shards/ {len(left["shards"])}, tmp/ '
+                      f'{len(left["tmp"])} entries, system temp {len(in_temp)}; after the next start: '
+                      f'{remaining + in_temp or "none"}'))
 
     # 4. TFF's EMNIST at its real size (generated, TFF's format).
     if not args.skip_emnist:
         lines += emnist(args, work, env, common_args)
+
+    # 5. One-epoch shards with the stream's order vs the whole stream written out (the format before).
+    code = f'from bench import scale; scale.shard_format({args.format_rounds}, {str(work / "ab")!r})'
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env, cwd=common.REPO)
+    for line in result.stdout.splitlines():
+        out(line)
+    if result.returncode:
+        out(f'   shard format comparison failed: {result.stderr.strip().splitlines()[-1:]}')
     return lines
+
+
+def shard_format(rounds: int, directory: str) -> None:
+    """Per-round time and preparation of one-epoch shards (one pass + the stream's order, gathered in-graph)
+    against shards holding the whole stream (`client_epochs` passes), on the same clients, round by round
+    alternating which goes first: simple_cnn, 10 uniformly sampled LEAF writers a round, 5 epochs."""
+    import functools
+
+    import numpy as np
+
+    from fedlab import aggregators, client_data, models, sampling, shards, training, workers
+    from fedlab.data import leaf
+
+    with workers.worker_cleanup():
+        data = leaf.load_leaf(str(SAMPLE))
+        pipeline = functools.partial(client_data.train_pipeline, config=client_data.PipelineConfig())
+        streams = client_data.ClientStreams(data.train, pipeline)
+
+        def one_epoch(key):
+            return shards.serialize(*streams.one_pass(key.split('/', 1)[1]))
+
+        def whole_stream(key):
+            stream = streams.stream(key.split('/', 1)[1])
+            return shards.serialize(stream, np.arange(len(stream['y'])))
+
+        model_fn = models.keras_model_fn((28, 28, 1), 62, architecture='simple_cnn')
+        process = training.build_fed_avg(model_fn, training.FedAvgConfig(), model_aggregator=aggregators.mean(),
+                                         client_inputs='shards', batch_size=20)
+        state = process.initialize()
+        sampler = sampling.uniform(data.client_ids, 10, seed=0)
+        seconds = {'one': [], 'whole': []}
+        prepare = {'one': [], 'whole': []}
+        sizes = {'one': 0, 'whole': 0}
+        with shards.ShardStore(directory, budget_bytes=8 << 30) as store:
+            for round_num in range(1, rounds + 1):
+                kinds = [('one', one_epoch), ('whole', whole_stream)]
+                for kind, make in kinds if round_num % 2 else kinds[::-1]:
+                    start = time.perf_counter()
+                    stems = store.paths([f'{kind}/{c}' for c in sampler(round_num)], make, pin=kind)
+                    prepare[kind].append(time.perf_counter() - start)
+                    start = time.perf_counter()
+                    output = process.next(state, stems)
+                    seconds[kind].append(time.perf_counter() - start)
+                state = output.state
+            for kind in sizes:
+                sizes[kind] = sum(os.path.getsize(f'{stem}.{s}') for key, (stem, _) in store._entries.items()
+                                  if key.startswith(kind) for s in ('x', 'y', 'i'))
+    one, whole = (statistics.median(seconds[k][5:]) for k in ('one', 'whole'))
+    print(common.figure('train s per round, one-epoch shards / whole stream', one / whole, '<=1', one / whole <= 1,
+                        f'medians {1000 * one:.0f} / {1000 * whole:.0f} ms over {rounds - 5} rounds; preparing 10 '
+                        f'new clients {1000 * statistics.median(prepare["one"]):.0f} / '
+                        f'{1000 * statistics.median(prepare["whole"]):.0f} ms; disk {sizes["one"] / sizes["whole"]:.2f}x'),
+          flush=True)
 
 
 def emnist(args, work: pathlib.Path, env: dict, common_args: list[str]) -> list[str]:
@@ -373,8 +446,8 @@ def emnist(args, work: pathlib.Path, env: dict, common_args: list[str]) -> list[
     run.check('the EMNIST run')
     first_round = run.lines.index(next(line for line in run.lines if re.match(r'round\s+1/', line)))
     train = _median(run.seconds('train_seconds', range(6, args.emnist_rounds + 1)))
-    sampled = run.seconds('eval_seconds', range(1, args.emnist_rounds))
-    final = run.seconds('eval_seconds', range(args.emnist_rounds, args.emnist_rounds + 1))
+    sampled = run.eval_seconds(range(1, args.emnist_rounds))
+    final = run.eval_seconds(range(args.emnist_rounds, args.emnist_rounds + 1))
     for line in (
         common.figure('EMNIST train s per round (median, rounds 6-N)', train, '(report)', None),
         common.figure(f'EMNIST evaluation on {args.eval_clients} sampled clients (s)', _median(sampled[1:] or sampled),

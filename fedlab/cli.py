@@ -15,7 +15,7 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from fedlab import checkpoints, heap, schema, seeds, sweep, workers
+from fedlab import checkpoints, heap, schema, scratch, seeds, sweep, workers
 from fedlab.errors import FedlabError
 
 # TensorFlow and TFF take 10-13 s to import, so they are imported inside the task functions below:
@@ -267,6 +267,7 @@ def main() -> None:
     """Console entry point: runs Hydra, then stops TFF's worker process however the run ended."""
     sys.stdout.reconfigure(line_buffering=True)  # round lines reach a log file or pipe as they happen
     heap.limit_arenas()  # before TensorFlow starts its threads; keeps long runs' memory flat
+    scratch.private_tempdir()  # temporary files under fedlab's cache: a killed run's are removed at the next start
     # Hydra prints config errors over several lines and exits 1; raising them lets fedlab print one line and
     # exit 2. A user who sets HYDRA_FULL_ERROR=1 gets Hydra's own full report.
     user_wants_full_errors = os.environ.get('HYDRA_FULL_ERROR') == '1'

@@ -10,29 +10,24 @@ one epoch instead of `epochs` copies, and the client's computation gathers the s
 `ShardStore` keeps the files of one process in a directory of its own under a parent directory (default
 `<fedlab cache>/shards`, never the system temp): at most `budget_bytes` on disk, least recently used clients'
 files deleted first, the directory removed by `close()`. A run killed before `close()` (SIGKILL, power loss)
-leaves its directory behind; the next `ShardStore` opened under the same parent removes it. Each directory
-has a lock file held (flock) for the life of its process: a lock that can be taken belongs to a dead one.
+leaves its directory behind; the next `ShardStore` opened under the same parent removes it (`fedlab.scratch`).
 """
 
 import collections
 import contextlib
-import fcntl
 import os
 import pathlib
-import secrets
-import shutil
-import socket
 import threading
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from fedlab import scratch
 from fedlab.errors import FedlabError
 
 KEYS = ('x', 'y')  # the model's input keys, in the shard's file names
 ORDER = 'i'
 _BLOCK = 4096  # disk usage is counted in filesystem blocks, as `du` counts it
-_LOCK_SUFFIX = '.lock'
 
 
 def default_parent() -> pathlib.Path:
@@ -81,8 +76,9 @@ class ShardStore:
             self.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise FedlabError(f'shard_dir={self.parent}: cannot create it ({error.strerror})') from None
-        self.removed_stale = remove_stale(self.parent)
-        self._lock_file, self.directory = _claim(self.parent)
+        self.removed_stale = scratch.remove_stale(self.parent)
+        self._claim = scratch.Claim(self.parent)
+        self.directory = self._claim.directory
         self._entries: collections.OrderedDict[str, tuple[str, int]] = collections.OrderedDict()  # key -> (stem, bytes)
         self._pins: dict[str, frozenset] = {}
         self._mutex = threading.Lock()
@@ -151,18 +147,9 @@ class ShardStore:
 
     def close(self) -> None:
         """Deletes this process's shard directory."""
-        if self._lock_file is None:
-            return
-        shutil.rmtree(self.directory, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            os.unlink(self._lock_path())
-        self._lock_file.close()
-        self._lock_file = None
+        self._claim.release()
         self._entries.clear()
         self.used_bytes = 0
-
-    def _lock_path(self) -> pathlib.Path:
-        return self.directory.with_name(self.directory.name + _LOCK_SUFFIX)
 
     def __enter__(self):
         return self
@@ -179,55 +166,3 @@ def _remove(stem: str, suffixes) -> None:
     for suffix in suffixes:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(f'{stem}.{suffix}')
-
-
-def _claim(parent: pathlib.Path):
-    """A new directory under `parent` and its lock file, locked for the life of this process.
-
-    The lock file is locked before it gets its final name (and before the directory exists), so a
-    `remove_stale` running at the same time never takes a live process's directory for a dead one's.
-    """
-    name = f'{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}'
-    staging = parent / f'.{name}{_LOCK_SUFFIX}.tmp'
-    lock_file = open(staging, 'w')
-    fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    os.rename(staging, parent / f'{name}{_LOCK_SUFFIX}')
-    directory = parent / name
-    directory.mkdir()
-    return lock_file, directory
-
-
-def remove_stale(parent: pathlib.Path) -> list[str]:
-    """Removes the shard directories under `parent` whose process is gone; returns their names."""
-    removed = []
-    for entry in sorted(parent.iterdir()):
-        name = entry.name
-        if name.endswith(_LOCK_SUFFIX) and not name.startswith('.'):
-            directory = parent / name[: -len(_LOCK_SUFFIX)]
-            if _owner_is_gone(entry, then=lambda: shutil.rmtree(directory, ignore_errors=True)):
-                removed.append(directory.name)
-        elif name.endswith(f'{_LOCK_SUFFIX}.tmp'):  # a process that died while claiming its directory
-            _owner_is_gone(entry, then=lambda: None)
-        elif entry.is_dir() and not (parent / f'{name}{_LOCK_SUFFIX}').exists():
-            # A directory whose lock file is gone: its owner died after a remover deleted the lock but before
-            # the directory (a live directory always has its lock file, created first).
-            shutil.rmtree(entry, ignore_errors=True)
-            removed.append(name)
-    return removed
-
-
-def _owner_is_gone(lock_path: pathlib.Path, *, then) -> bool:
-    """If nobody holds `lock_path`'s lock, runs `then()` while holding it, deletes the lock file, True."""
-    try:
-        lock_file = open(lock_path, 'r+')
-    except OSError:
-        return False
-    with lock_file:
-        try:
-            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return False  # held: its process is alive
-        then()
-        with contextlib.suppress(OSError):
-            os.unlink(lock_path)
-        return True

@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pytest
 
-from fedlab import shards
+from fedlab import scratch, shards
 from fedlab.errors import FedlabError
 from tests.conftest import LEAF_SAMPLE, REPO, TINY, compose_config
 
@@ -60,7 +60,7 @@ def test_shard_store_keeps_within_its_budget_evicting_least_recently_used(tmp_pa
 
 _HOLDER = textwrap.dedent('''
     import sys, time
-    from fedlab import shards
+    from fedlab import scratch, shards
     store = shards.ShardStore(sys.argv[1], budget_bytes=1 << 20)
     store.paths(['k'], lambda key: {'x': b'1', 'y': b'2', 'i': b'3'}, pin='p')
     print(store.directory.name, flush=True)
@@ -89,7 +89,7 @@ def test_a_killed_runs_shard_directory_is_removed_at_the_next_start(tmp_path):
         alive.wait()
         for proc in (killed, alive):
             proc.stdout.close()
-    shards.remove_stale(tmp_path)
+    scratch.remove_stale(tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -28,12 +28,14 @@ def default_root() -> pathlib.Path:
 def cache_lock(target: pathlib.Path, *, lock_dir: pathlib.Path | None = None):
     """Holds an exclusive lock for `target` (a cached file or directory) while the body runs.
 
-    The lock file lives in `lock_dir`, by default the temporary directory rather than the cache, so that a
-    failed download leaves a cache exactly as it was. Jobs waiting on the lock find the finished file when
-    they get it.
+    The lock file lives in `lock_dir`, by default `<fedlab cache>/locks` rather than next to the target, so
+    that a failed download leaves a cache exactly as it was (and not in the temporary directory, which is
+    private to each fedlab process: see `fedlab.scratch`). Jobs waiting on the lock find the finished file
+    when they get it.
     """
     key = hashlib.sha256(str(target.expanduser().resolve()).encode()).hexdigest()[:16]
-    directory = pathlib.Path(tempfile.gettempdir()) if lock_dir is None else lock_dir
+    directory = default_root() / 'locks' if lock_dir is None else lock_dir
+    directory.mkdir(parents=True, exist_ok=True)
     with open(directory / f'fedlab-cache-{key}.lock', 'w') as lock_file:
         fcntl.flock(lock_file, fcntl.LOCK_EX)
         try:
