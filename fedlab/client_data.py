@@ -286,6 +286,34 @@ def open_store(config: PipelineConfig) -> shards.ShardStore | None:
     return shards.ShardStore(config.shard_dir, budget_bytes=int(config.shard_budget_mb * 2**20))
 
 
+class RunInputs:
+    """A run's client inputs, closed together (a context manager): `train`, each round's clients' inputs of the
+    kind `config.client_inputs`, the next round's prepared while a round trains (`RoundAhead`), for rounds
+    `rounds` = (first, last); and `store`, the shard store they share with evaluation (None unless shards)."""
+
+    def __init__(self, client_data: tff.simulation.datasets.ClientData, config: PipelineConfig, sampler, *,
+                 rounds: tuple[int, int]):
+        self.store = open_store(config)
+        try:
+            self.train = RoundAhead(training_inputs(client_data, config, store=self.store), sampler,
+                                    first_round=rounds[0], last_round=rounds[1])
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if getattr(self, 'train', None) is not None:
+            self.train.close()
+        if self.store is not None:
+            self.store.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
 class RoundAhead:
     """Training inputs that prepare the next round's clients while this round trains.
 

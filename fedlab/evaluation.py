@@ -153,12 +153,20 @@ class ClientsEvaluator:
         self._evaluator = None  # built at the first call
         self._client_ids = None
         self._sample = None
-        self.last_clients = 0
+        self.last_clients, self.last_round = 0, None
+
+    @property
+    def sample_size(self) -> int | None:
+        return self._sample_size
+
+    @property
+    def sample_seed(self) -> int | None:
+        return seeds.derive(self._seed, 'eval_clients') if self._sample_size else None
 
     def __call__(self, model_weights, round_num: int | None = None) -> dict[str, float]:
         everyone = self._sample_size is None or round_num is None or round_num >= (self._final_round or 0)
         client_ids = self.client_ids() if everyone else self.sample()
-        self.last_clients = len(client_ids)
+        self.last_clients, self.last_round = len(client_ids), round_num
         if self._shards is None:
             from fedlab import client_data as inputs
 
@@ -226,14 +234,28 @@ class ClientsEvaluator:
 
 
 class EvalCoverage:
-    """metrics.csv's `eval_clients` column: how many test clients the round's evaluation covered (fewer than
-    the population when it is an estimate on `eval_clients` sampled clients), empty when none ran."""
+    """metrics.csv's `eval_clients` column (a `recorder.RoundAnnotator`): how many test clients the round's
+    evaluation covered, fewer than the population when it is an estimate on `eval_clients` sampled clients,
+    empty in rounds without one. results.json's `evaluation` says how evaluation was done."""
 
-    columns = ['eval_clients']
-    tensorboard_run = 'eval'
+    tensorboard_run = 'evaluation'
+    columns = ('eval_clients',)
 
     def __init__(self, evaluator: ClientsEvaluator):
         self._evaluator = evaluator
 
-    def values(self, evaluated: bool) -> dict[str, int | str]:
+    def round_values(self, round_num: int, client_ids: list[str]) -> dict[str, int | str]:
+        del client_ids
+        evaluated = self._evaluator.last_round == round_num
         return {'eval_clients': self._evaluator.last_clients if evaluated else ''}
+
+    def restore(self, row: dict[str, str] | None) -> None:
+        del row  # nothing accumulates
+
+    def summary(self) -> dict:
+        return {
+            'sampled_test_clients': self._evaluator.sample_size,
+            'sample_seed': self._evaluator.sample_seed,
+            'note': 'evaluations before the last round use the sampled test clients (an estimate); the last round '
+                    'evaluates every test client' if self._evaluator.sample_size else 'every test client, every time',
+        }
