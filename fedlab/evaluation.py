@@ -155,6 +155,10 @@ class ClientsEvaluator:
         self._sample = None
         self.last_clients, self.last_round = 0, None
 
+    def annotators(self) -> tuple:
+        """What the run records of this evaluator each round: `EvalCoverage` when it samples, else nothing."""
+        return (EvalCoverage(self),) if self._sample_size else ()
+
     @property
     def sample_size(self) -> int | None:
         return self._sample_size
@@ -234,9 +238,10 @@ class ClientsEvaluator:
 
 
 class EvalCoverage:
-    """metrics.csv's `eval_clients` column (a `recorder.RoundAnnotator`): how many test clients the round's
-    evaluation covered, fewer than the population when it is an estimate on `eval_clients` sampled clients,
-    empty in rounds without one. results.json's `evaluation` says how evaluation was done."""
+    """metrics.csv's `eval_clients` column (a `recorder.RoundAnnotator`, in runs with `eval_clients` set): how
+    many test clients the round's evaluation covered, fewer than the population when it is an estimate on the
+    sampled clients, empty in rounds without one; TensorBoard's `evaluation` run plots it. results.json's
+    `evaluation` says how evaluation was done."""
 
     tensorboard_run = 'evaluation'
     columns = ('eval_clients',)

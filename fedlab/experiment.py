@@ -88,7 +88,7 @@ def train_and_evaluate(
 
             # 3. The record: a new run, or the last checkpoint with the files as they were then.
             state = run.open(resume_round, process.initialize() if resume_round else None,
-                             annotators=(communication, evaluation.EvalCoverage(evaluate_test)))
+                             annotators=(communication, *evaluate_test.annotators()))
             if resume_round:
                 print(f'resuming {run_dir} after round {resume_round}')
 
