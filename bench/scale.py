@@ -428,7 +428,8 @@ def shard_format(rounds: int, directory: str) -> None:
     print(common.figure('train s per round, one-epoch shards / whole stream', one / whole, '<=1', one / whole <= 1,
                         f'medians {1000 * one:.0f} / {1000 * whole:.0f} ms over {rounds - 5} rounds; preparing 10 '
                         f'new clients {1000 * statistics.median(prepare["one"]):.0f} / '
-                        f'{1000 * statistics.median(prepare["whole"]):.0f} ms; disk {sizes["one"] / sizes["whole"]:.2f}x'),
+                        f'{1000 * statistics.median(prepare["whole"]):.0f} ms; '
+                        f'disk {sizes["one"] / sizes["whole"]:.2f}x'),
           flush=True)
 
 

@@ -191,7 +191,9 @@ class ClientTensors:
     """Like `ClientDatasets`, but hands out each client's batch stream as arrays {x, y} (for
     `build_fed_avg(client_inputs='tensors')`); the most recently used streams are kept up to `max_bytes`."""
 
-    def __init__(self, client_data: tff.simulation.datasets.ClientData, pipeline: Pipeline, *, max_bytes: int = 256 << 20):
+    def __init__(
+        self, client_data: tff.simulation.datasets.ClientData, pipeline: Pipeline, *, max_bytes: int = 256 << 20
+    ):
         self._streams = ClientStreams(client_data, pipeline)
         self._cache = _LeastRecentlyUsed(max_bytes)
 

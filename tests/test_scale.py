@@ -98,7 +98,8 @@ def _client_data(sizes, shape=(3, 3, 1), seed=0):
 
     rng = np.random.default_rng(seed)
     return federated_data.client_data_from_arrays(
-        {f'c{i}': (rng.random((n, *shape), np.float32), rng.integers(0, 10, n).astype(np.int32)) for i, n in enumerate(sizes)}
+        {f'c{i}': (rng.random((n, *shape), np.float32), rng.integers(0, 10, n).astype(np.int32))
+         for i, n in enumerate(sizes)}
     )
 
 

@@ -145,7 +145,8 @@ class ArrayClients:
         return cls(meta[f'{prefix}client_ids'], arrays[f'{prefix}counts'], pixels, arrays[f'{prefix}labels'])
 
     @classmethod
-    def concatenate(cls, parts: Sequence[tuple[str, np.ndarray, np.ndarray]], image_shape, table=None) -> 'ArrayClients':
+    def concatenate(cls, parts: Sequence[tuple[str, np.ndarray, np.ndarray]],
+                    image_shape, table=None) -> 'ArrayClients':
         """From [(client_id, pixels [n, ...], labels [n])]: pixels as uint8 codes of `table` when every part
         has them (`PixelCodes`), float32 otherwise."""
         ids = [p[0] for p in parts]

@@ -97,7 +97,8 @@ class ArrayCache:
                 self._write(arrays, meta)
             except OSError as error:
                 self.status = f'not cached ({_one_line(error)})'
-                _warn(f'{self.entry}: could not store the parsed arrays ({_one_line(error)}); the next run parses again')
+                _warn(f'{self.entry}: could not store the parsed arrays ({_one_line(error)}); '
+                      'the next run parses again')
                 return arrays, meta
             self.status = 'built' if why == 'absent' else f'rebuilt ({why})'
             return arrays, meta

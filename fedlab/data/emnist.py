@@ -132,7 +132,8 @@ def read_split_arrays(database: pathlib.Path, split: str, *, batch: int = 8192):
         position = {client_id: i for i, client_id in enumerate(client_ids)}
         owners, parts, labels = [], [], []
         rows = connection.execute(
-                'SELECT client_id, serialized_example_proto FROM examples WHERE split_name = ? ORDER BY rowid', (split,))
+                'SELECT client_id, serialized_example_proto FROM examples WHERE split_name = ? ORDER BY rowid',
+                (split,))
         while chunk := rows.fetchmany(batch):
             parsed = tf.io.parse_example([proto for _, proto in chunk], spec)
             owners.append(np.array([position.get(client_id, -1) for client_id, _ in chunk], np.int64))

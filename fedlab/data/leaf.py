@@ -52,7 +52,8 @@ def load_leaf(path: str, *, digits_only: bool = False, num_clients: int | None =
         status = store.status
     seconds = time.perf_counter() - started
     if status == 'hit':
-        print(f'leaf: {len(splits["train"].client_ids)} writers read from the data cache in {seconds:.1f} s ({store.entry})')
+        writers = len(splits['train'].client_ids)
+        print(f'leaf: {writers} writers read from the data cache in {seconds:.1f} s ({store.entry})')
     else:
         where = '' if status is None else f'; data cache {status}: {store.entry}'
         print(f'leaf: {len(splits["train"].client_ids)} writers parsed in {seconds:.1f} s{where}')
@@ -201,7 +202,8 @@ def _pixel_codes(rows_text: bytes, rows: int) -> np.ndarray | None:
     codes = np.empty(len(starts), np.uint8)
     # Most values are 1.0 (background) or 0.0: recognised by three bytes.
     first = text[starts]
-    short = (lengths == 3) & (text[starts + 1] == _DOT) & (text[starts + 2] == _ZERO) & ((first == _ZERO) | (first == _ONE))
+    short = (lengths == 3) & (text[starts + 1] == _DOT) & (text[starts + 2] == _ZERO)
+    short &= (first == _ZERO) | (first == _ONE)
     codes[short] = np.where(first[short] == _ONE, 255, 0)
     others = np.flatnonzero(~short)
     if len(others):
