@@ -15,7 +15,7 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from fedlab import checkpoints, heap, schema, seeds, sweep, workers
+from fedlab import checkpoints, heap, privacy, schema, seeds, sweep, workers
 from fedlab.errors import FedlabError
 
 # TensorFlow and TFF take 10-13 s to import, so they are imported inside the task functions below:
@@ -36,13 +36,14 @@ def train(cfg: DictConfig, run_dir: pathlib.Path, run_info: dict | None = None):
             f' clients of data={data.name}'
         )
 
-    from fedlab import client_data, experiment, training
+    from fedlab import accounting, client_data, experiment, training
 
     # 2. Model: the group's factory takes the data's image shape and class count.
     model_fn = instantiate(cfg.model)(data.image_shape, data.num_classes, seed=cfg.seed)
     # 3. Aggregator for the model updates, and the client sampler.
     model_aggregator = instantiate(cfg.aggregator)
     sampler = instantiate(cfg.sampling)(data.client_ids, cfg.clients_per_round)
+    dp_settings = privacy.settings(OmegaConf.to_container(cfg, resolve=True), population=len(data.client_ids))
     # 4. Train, evaluate and write the run directory.
     return experiment.train_and_evaluate(
         data,
@@ -68,6 +69,7 @@ def train(cfg: DictConfig, run_dir: pathlib.Path, run_info: dict | None = None):
         print_type_signature=cfg.print_type_signature,
         config=_identity(cfg),
         run_info=run_info,
+        privacy_ledger=accounting.PrivacyLedger(dp_settings) if dp_settings else None,
     )
 
 
@@ -151,6 +153,8 @@ def check_before_tensorflow(cfg: DictConfig, run_dir: pathlib.Path) -> None:
         module = target.rpartition('.')[0] if target else ''
         if target and (not module or importlib.util.find_spec(module) is None):  # finds, does not import
             raise FedlabError(f'{group}._target_={target}: no such module {module!r}')
+    for warning in privacy.check(OmegaConf.to_container(cfg, resolve=True)):  # DP's assumptions
+        print(f'fedlab: warning: {warning}', file=sys.stderr)
     num_clients = cfg.data.get('num_clients')
     if isinstance(num_clients, int) and cfg.clients_per_round > num_clients:
         raise FedlabError(

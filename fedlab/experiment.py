@@ -47,13 +47,15 @@ def train_and_evaluate(
     print_type_signature: bool = False,
     config: dict | None = None,
     run_info: dict | None = None,
+    privacy_ledger=None,
 ) -> RunOutputs:
     """Trains with FedAvg, evaluates on the clients' test data, and writes the run directory.
 
     If `run_dir` holds a checkpoint of the same `config`, training continues from it. Every round is
     written to metrics.csv, timing.csv, clients.csv and TensorBoard when it ends; the full state is
     checkpointed every `checkpoint_every` rounds, after the last round and when interrupted; results.json
-    is written however the run ends, with its status.
+    is written however the run ends, with its status. `privacy_ledger` (fedlab.accounting.PrivacyLedger, for DP
+    aggregators) adds epsilon and its parameters to every round.
     """
     started = time.perf_counter()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -79,6 +81,9 @@ def train_and_evaluate(
     communication = ledger.Ledger(ledger.measure(process))
     print(communication.describe())
     ledger.warn_if_compression_is_idle(communication.cost)
+    extra_runs = [privacy_ledger.tensorboard_run] if privacy_ledger else []  # privacy hook
+    if privacy_ledger:
+        print(privacy_ledger.describe())
     eval_pipeline = functools.partial(client_data.eval_pipeline, batch_size=pipeline.batch_size)
     test_ids = [c for c in data.test.client_ids if data.test.create_tf_dataset_for_client(c).cardinality() != 0]
     if pipeline.client_inputs == 'shards':  # the same metrics, ~10x faster (see evaluation.ShardEvaluator)
@@ -104,14 +109,21 @@ def train_and_evaluate(
         for table in TABLES:
             (run_dir / table).unlink(missing_ok=True)
     shutil.rmtree(run_dir / 'tensorboard', ignore_errors=True)  # rebuilt from metrics.csv below
-    tensorboard = recording.TensorBoardLogger(run_dir / 'tensorboard', POPULATIONS + [EVAL_ON_TRAIN, COMMUNICATION])
+    tensorboard = recording.TensorBoardLogger(
+        run_dir / 'tensorboard', POPULATIONS + [EVAL_ON_TRAIN, COMMUNICATION] + extra_runs
+    )
     recording.write_hparams(run_dir / 'tensorboard', recording.hparams_from_run_info(run_info))
     if resume_round:
         tensorboard.replay(recording.read_rows(run_dir / METRICS_CSV))
         for row in recording.read_rows(run_dir / METRICS_CSV):
             tensorboard.write(int(row['round']), COMMUNICATION, communication.resume(row))
+            if privacy_ledger:
+                tensorboard.write(int(row['round']), privacy_ledger.tensorboard_run, privacy_ledger.scalars(int(row['round'])))
     tables = {
-        METRICS_CSV: recording.CsvTable(run_dir / METRICS_CSV, recording.metrics_columns(POPULATIONS)),
+        METRICS_CSV: recording.CsvTable(
+            run_dir / METRICS_CSV,
+            recording.metrics_columns(POPULATIONS) + (list(privacy_ledger.columns) if privacy_ledger else []),
+        ),
         TIMING_CSV: recording.CsvTable(run_dir / TIMING_CSV, recording.TIMING_COLUMNS),
         CLIENTS_CSV: recording.CsvTable(run_dir / CLIENTS_CSV, recording.CLIENTS_COLUMNS),
     }
@@ -135,6 +147,9 @@ def train_and_evaluate(
             row.update({f'{population}_{k}': v for k, v in metrics.items()})
         bits = communication.record(len(result.client_ids))
         row.update(bits)
+        if privacy_ledger:
+            row.update(privacy_ledger.values(result.round_num))
+            tensorboard.write(result.round_num, privacy_ledger.tensorboard_run, privacy_ledger.scalars(result.round_num))
         tables[METRICS_CSV].write(row)
         tensorboard.write(result.round_num, COMMUNICATION, bits)
         tables[TIMING_CSV].write(
@@ -208,6 +223,7 @@ def train_and_evaluate(
                 'eval_seconds': round(sum(float(r['eval_seconds']) for r in timing), 3),
                 'data': _data_info(data),
                 'communication': {**communication.cost.summary(), **communication.totals()},
+                **({'privacy': privacy_ledger.summary(outputs.rounds_completed)} if privacy_ledger else {}),
                 **(run_info or {}),
             },
         )
@@ -232,6 +248,8 @@ def _outputs_from_files(run_dir: pathlib.Path, eval_on_train_metrics: dict | Non
 
 
 def _metrics_text(metrics: dict[str, float]) -> str:
+    if 'loss' not in metrics:  # a round without clients (sampling=poisson)
+        return 'no clients'
     return f'loss {metrics["loss"]:.4f} accuracy {metrics["accuracy"]:.4f} examples {int(metrics["examples"])}'
 
 
