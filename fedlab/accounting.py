@@ -100,14 +100,15 @@ class PrivacyLedger:
         return values
 
     def summary(self, rounds_completed: int) -> dict:
-        """results.json's `privacy`: the guarantee after the last complete round, by both accountants."""
+        """results.json's `privacy`: the guarantee after the last complete round (by RDP too if PLD is chosen)."""
         s = self.settings
         return {
             'epsilon': _json_number(self.epsilon(rounds_completed)),
             'delta': s.delta,
             'accountant': s.accountant,
             'epsilon_rdp': _json_number(self.epsilon(rounds_completed, 'rdp')),
-            'epsilon_pld': _json_number(self.epsilon(rounds_completed, 'pld')),
+            # PLD is tighter but costs seconds (about 3 s for q = 0.5, z = 0.5 here): only when it is the accountant.
+            'epsilon_pld': _json_number(self.epsilon(rounds_completed, 'pld')) if s.accountant == 'pld' else None,
             'rounds': rounds_completed,
             'sampling_rate': s.sampling_rate,
             'noise_multiplier': s.noise_multiplier,
@@ -127,8 +128,9 @@ class PrivacyLedger:
             f'stddev {s.clipped_count_stddev:.4g})' if s.clipping == 'adaptive' and s.noise_multiplier > 0 else ''
         )
         return (
-            f'differential privacy: noise multiplier z={s.noise_multiplier:g}{adaptive}, sampling rate q={s.sampling_rate:.4g}, '
-            f'delta={s.delta:.3g}; epsilon after each round by {s.accountant.upper()} in metrics.csv'
+            f'differential privacy: noise multiplier z={s.noise_multiplier:g}{adaptive}, sampling rate '
+            f'q={s.sampling_rate:.4g}, delta={s.delta:.3g}; epsilon after each round by {s.accountant.upper()} in '
+            'metrics.csv'
         )
 
 

@@ -15,7 +15,6 @@ from fedlab.privacy import DP_WITH_COMPRESSION
 log = logging.getLogger(__name__)
 
 
-
 def mean() -> tff.aggregators.WeightedAggregationFactory:
     """The weighted mean FedAvg uses by default (weights = client example counts)."""
     return tff.aggregators.MeanFactory()

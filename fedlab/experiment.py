@@ -118,7 +118,8 @@ def train_and_evaluate(
         for row in recording.read_rows(run_dir / METRICS_CSV):
             tensorboard.write(int(row['round']), COMMUNICATION, communication.resume(row))
             if privacy_ledger:
-                tensorboard.write(int(row['round']), privacy_ledger.tensorboard_run, privacy_ledger.scalars(int(row['round'])))
+                round_num = int(row['round'])
+                tensorboard.write(round_num, privacy_ledger.tensorboard_run, privacy_ledger.scalars(round_num))
     tables = {
         METRICS_CSV: recording.CsvTable(
             run_dir / METRICS_CSV,
@@ -149,7 +150,8 @@ def train_and_evaluate(
         row.update(bits)
         if privacy_ledger:
             row.update(privacy_ledger.values(result.round_num))
-            tensorboard.write(result.round_num, privacy_ledger.tensorboard_run, privacy_ledger.scalars(result.round_num))
+            scalars = privacy_ledger.scalars(result.round_num)
+            tensorboard.write(result.round_num, privacy_ledger.tensorboard_run, scalars)
         tables[METRICS_CSV].write(row)
         tensorboard.write(result.round_num, COMMUNICATION, bits)
         tables[TIMING_CSV].write(

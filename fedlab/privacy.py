@@ -85,7 +85,9 @@ def check(values: dict) -> list[str]:
     """Raises FedlabError (one line) for a DP setup whose epsilon would not hold; returns warnings to print."""
     keys = _privacy_keys(values)
     if keys['accountant'] not in ACCOUNTANTS:
-        raise FedlabError(f'privacy.accountant={keys["accountant"]} is not allowed: privacy.accountant must be rdp or pld')
+        raise FedlabError(
+            f'privacy.accountant={keys["accountant"]} is not allowed: privacy.accountant must be rdp or pld'
+        )
     if keys['amplification'] not in AMPLIFICATIONS:
         raise FedlabError(
             f'privacy.amplification={keys["amplification"]} is not allowed: privacy.amplification must be poisson '

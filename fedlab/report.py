@@ -8,11 +8,13 @@ import json
 import pathlib
 import sys
 
+from fedlab import privacy_report
+
 COLUMNS = [
     'run', 'task', 'data', 'model', 'aggregator', 'sampling', 'overrides', 'status', 'rounds',
     'final_eval_accuracy', 'final_eval_loss', 'best_round', 'best_eval_accuracy', 'rounds_to_target',
     'uplink_bits_per_client', 'cumulative_uplink_bits', 'cumulative_downlink_bits', 'wall_seconds',
-]  # fmt: skip
+] + privacy_report.COLUMNS  # fmt: skip
 CENTRALIZED = 'centralized'
 
 
@@ -87,6 +89,7 @@ def summarize(run: Run, sweep_dir: pathlib.Path, *, target: float | None = None)
         'cumulative_uplink_bits': communication.get('cumulative_uplink_bits'),
         'cumulative_downlink_bits': communication.get('cumulative_downlink_bits'),
         'wall_seconds': run.results.get('wall_seconds'),
+        **privacy_report.columns(run.results),
     }
 
 
@@ -148,7 +151,8 @@ def write_report(sweep_dir: pathlib.Path, out_dir: pathlib.Path, *, target: floa
         writer.writeheader()
         writer.writerows(summaries)
     comparison = model_comparison(summaries)
-    figures = plot_curves(runs, out_dir)
+    figures = plot_curves(runs, out_dir) + privacy_report.plot(runs, out_dir)
+    privacy_table = privacy_report.groups(runs)
 
     target_text = f' (rounds_to_target: first evaluated round with accuracy >= {target})' if target is not None else ''
     mib = [dict(s, uplink_mib=_mib(s['cumulative_uplink_bits']), downlink_mib=_mib(s['cumulative_downlink_bits']))
@@ -176,13 +180,14 @@ def write_report(sweep_dir: pathlib.Path, out_dir: pathlib.Path, *, target: floa
             mib,
             ['run', 'task', 'model', 'aggregator', 'sampling', 'status', 'rounds', 'final_eval_accuracy',
              'final_eval_loss', 'best_round', 'best_eval_accuracy', 'rounds_to_target', 'uplink_mib', 'downlink_mib',
-             'wall_seconds'],
+             'wall_seconds', *(['epsilon'] if privacy_table else [])],
         ),  # fmt: skip
+        *privacy_report.sections(privacy_table),
         '## Figures',
         *[f'![{name}]({name})' for name in figures],
     ]
     (out_dir / 'report.md').write_text('\n\n'.join(sections) + '\n')
-    return {'summaries': summaries, 'comparison': comparison, 'figures': figures}
+    return {'summaries': summaries, 'comparison': comparison, 'figures': figures, 'privacy': privacy_table}
 
 
 def _mib(bits) -> float | None:
@@ -261,6 +266,8 @@ def main(argv: list[str] | None = None) -> None:
             f'  {row["model"]:>12} {row["aggregator"]:<12} accuracy {_fmt(row["eval_accuracy"])}  uplink vs mean '
             f'{ratio}  centralized {_fmt(row["centralized_accuracy"])}  gap {_fmt(row["gap_to_centralized"])}'
         )
+    if report['privacy']:
+        print(privacy_report.markdown(report['privacy']))
 
 
 if __name__ == '__main__':
