@@ -33,7 +33,8 @@ def epsilon(noise_multiplier: float, sampling_rate: float, rounds: int, delta: f
 
 
 class PrivacyLedger:
-    """The privacy spent so far: `columns` for metrics.csv, a TensorBoard run, and results.json's `privacy`.
+    """The privacy spent so far, one of the run's per-round annotators (recorder.RoundAnnotator): `columns` for
+    metrics.csv, the TensorBoard run `privacy`, and results.json's `privacy`.
 
     RDP: the RDP of one round is computed once; t rounds are t times it (what RdpAccountant.compose(event, t)
     computes), turned into epsilon by dp_accounting's conversion. PLD: the privacy loss distribution of one round is
@@ -46,6 +47,7 @@ class PrivacyLedger:
     def __init__(self, settings: DpSettings):
         self.settings = settings
         self._epsilons: dict[tuple[int, str], float] = {}
+        self._rounds = 0  # the last recorded round
 
     @functools.cached_property
     def _rdp_accountant(self) -> dp_accounting.rdp.RdpAccountant:
@@ -82,8 +84,10 @@ class PrivacyLedger:
             return epsilon(self.settings.noise_multiplier, 1.0, rounds, self.settings.delta, 'pld')
         return float(self._one_round_pld.self_compose(rounds).get_epsilon_for_delta(self.settings.delta))
 
-    def values(self, round_num: int) -> dict:
-        """The round's metrics.csv columns."""
+    def round_values(self, round_num: int, client_ids: list[str]) -> dict:
+        """The round's metrics.csv columns. Every round counts, with or without clients."""
+        del client_ids
+        self._rounds = round_num
         return {
             'epsilon': self.epsilon(round_num),
             'delta': self.settings.delta,
@@ -92,16 +96,13 @@ class PrivacyLedger:
             'accountant': self.settings.accountant,
         }
 
-    def scalars(self, round_num: int) -> dict[str, float]:
-        """The round's TensorBoard scalars (no epsilon without noise: it is infinite)."""
-        values = {k: v for k, v in self.values(round_num).items() if isinstance(v, float)}
-        if math.isinf(values['epsilon']):
-            del values['epsilon']
-        return values
+    def restore(self, row: dict[str, str] | None) -> None:
+        """Epsilon needs no running total: only the last recorded round (None: no round yet)."""
+        self._rounds = int(row['round']) if row else 0
 
-    def summary(self, rounds_completed: int) -> dict:
-        """results.json's `privacy`: the guarantee after the last complete round (by RDP too if PLD is chosen)."""
-        s = self.settings
+    def summary(self) -> dict:
+        """results.json's `privacy`: the guarantee after the last recorded round (by RDP too if PLD is chosen)."""
+        s, rounds_completed = self.settings, self._rounds
         return {
             'epsilon': _json_number(self.epsilon(rounds_completed)),
             'delta': s.delta,

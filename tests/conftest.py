@@ -21,7 +21,7 @@ def compose_config(overrides=()):
 def _stop_tff_workers():
     """Tests that run TFF computations in this process start its worker: the CLI's cleanup applies here too,
     so it is stopped at the end, on SIGTERM (e.g. `timeout`), and by its watchdog if pytest is killed."""
-    from fedlab import workers
+    from fedlab import interrupts, workers
 
-    with workers.worker_cleanup():
+    with interrupts.handled(), workers.worker_cleanup():
         yield

@@ -29,7 +29,7 @@ def test_epsilon_rises_every_round_and_ends_at_dp_accountings_own_value(accounta
     ledger = accounting.PrivacyLedger(
         privacy.DpSettings(noise_multiplier=z, sampling_rate=q, delta=delta, accountant=accountant)
     )
-    epsilons = [ledger.values(r)['epsilon'] for r in range(1, rounds + 1)]
+    epsilons = [ledger.round_values(r, [])['epsilon'] for r in range(1, rounds + 1)]
     assert all(later > earlier for earlier, later in zip(epsilons, epsilons[1:])), epsilons
 
     # Independently: dp_accounting's accountant, composed over every round of a Poisson-sampled Gaussian.
@@ -47,14 +47,16 @@ def test_full_participation_is_the_gaussian_mechanism_composed_and_no_noise_is_n
     assert ledger.epsilon(4, 'pld') < ledger.epsilon(4, 'rdp')  # PLD is the tighter of the two
 
     no_noise = accounting.PrivacyLedger(privacy.DpSettings(noise_multiplier=0.0, sampling_rate=0.1, delta=delta))
-    assert math.isinf(no_noise.epsilon(3)) and 'epsilon' not in no_noise.scalars(3)
-    assert no_noise.summary(3)['epsilon'] == 'inf'  # valid JSON
+    assert math.isinf(no_noise.round_values(3, [])['epsilon'])
+    assert no_noise.summary()['epsilon'] == 'inf'  # valid JSON
 
 
 def test_results_give_pld_beside_rdp_when_pld_is_the_accountant():
     settings = dict(noise_multiplier=1.0, sampling_rate=0.2, delta=1e-3)
-    pld = accounting.PrivacyLedger(privacy.DpSettings(**settings, accountant='pld')).summary(3)
-    rdp = accounting.PrivacyLedger(privacy.DpSettings(**settings, accountant='rdp')).summary(3)
+    ledgers = [accounting.PrivacyLedger(privacy.DpSettings(**settings, accountant=a)) for a in ('pld', 'rdp')]
+    for ledger in ledgers:
+        ledger.restore({'round': '3'})  # as a resumed run does: the summary is of the last recorded round
+    pld, rdp = (ledger.summary() for ledger in ledgers)
     assert pld['epsilon'] == pld['epsilon_pld'] < pld['epsilon_rdp'] == rdp['epsilon']
     assert rdp['epsilon_pld'] is None  # seconds of work: only when asked for
 
@@ -198,7 +200,7 @@ def test_report_shows_accuracy_against_epsilon_without_tensorflow(tmp_path):
     assert proc.stdout.strip().endswith('TF 0')
     assert (tmp_path / 'eval_accuracy_vs_epsilon.png').stat().st_size > 0
     text = (tmp_path / 'report.md').read_text()
-    assert '| dp | 0.5 | 0.1 | 0.001 | 2 | 2 | 1 | 0.7000 ± 0.1000 | 3 |' in text
-    assert '| dp | 0.0 | 0.1 | 0.001 | 2 | ∞ | ∞ | 0.9000 ± 0.0000 | 3 |' in text
+    assert '| aggregator.noise_multiplier=0.5 | 0.5 | 0.1 | 0.001 | 2 | 2 | 1 | 0.7000 ± 0.1000 | 3 |' in text
+    assert '| aggregator.noise_multiplier=0.0 | 0.0 | 0.1 | 0.001 | 2 | ∞ | ∞ | 0.9000 ± 0.0000 | 3 |' in text
     table = report.write_report(tmp_path, tmp_path / 'again')['summaries']
     assert {row['epsilon'] for row in table} == {2.0, 'inf'}
