@@ -48,6 +48,24 @@ def _curve(runs) -> list[tuple[int, float, float]]:
     return [(r, statistics.fmean(points[r][1] for points in by_run), by_run[0][r][2]) for r in rounds]
 
 
+def _pld(privacy: dict) -> float | None:
+    """PLD's epsilon for a run that accounted by RDP (runs compute PLD only when it is their accountant: it costs
+    seconds a round); the same dp_accounting computation, once per group."""
+    if privacy.get('noise_multiplier') is None or not privacy.get('rounds'):
+        return None
+    if float(privacy['noise_multiplier']) == 0:
+        return math.inf
+    from fedlab import accounting  # dp_accounting: numpy and scipy, no TensorFlow
+
+    return accounting.epsilon(
+        float(privacy['noise_multiplier']),
+        float(privacy['sampling_rate']),
+        int(privacy['rounds']),
+        float(privacy['delta']),
+        'pld',
+    )
+
+
 def table(groups) -> list[dict]:
     """One row per group of DP runs (report.Group: runs that differ only by seed): the privacy spent, and the
     final eval accuracy as mean +- std over the seeds."""
@@ -68,7 +86,7 @@ def table(groups) -> list[dict]:
             'delta': privacy.get('delta'),
             'rounds': privacy.get('rounds'),
             'epsilon_rdp': privacy.get('epsilon_rdp'),
-            'epsilon_pld': privacy.get('epsilon_pld'),
+            'epsilon_pld': privacy.get('epsilon_pld') or _pld(privacy),
             'seeds': len(group.runs),
             'accuracy_mean': statistics.fmean(accuracies) if accuracies else None,
             'accuracy_std': statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0 if accuracies else None,
