@@ -10,7 +10,7 @@ VENV := .venv
 FEDLAB := $(VENV)/bin/fedlab
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: help install run test test-slow test-all lock wheel-check clean compare report bench bench-accuracy privacy
+.PHONY: help install run test test-slow test-all lock wheel-check clean compare report bench bench-accuracy tensorboard privacy
 
 help:  ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -49,6 +49,12 @@ PRIVACY_DIR ?= multirun/privacy_$(COMPARE_STAMP)
 privacy: install  ## DP on the LEAF sample: z = 0, 0.3, 0.5, 1.0 x 3 seeds, accuracy vs epsilon (~45 min)
 	$(FEDLAB) -m experiment=privacy hydra.sweep.dir=$(PRIVACY_DIR) $(ARGS)
 	$(VENV)/bin/fedlab-report $(PRIVACY_DIR)
+
+TB_PORT ?= 6006
+tensorboard: install  ## Serve the curves of runs/ and multirun/ at http://localhost:6006 (TB_PORT=... to change)
+	@mkdir -p runs multirun
+	TF_CPP_MIN_LOG_LEVEL=3 PYTHONWARNINGS=ignore::UserWarning \
+		$(VENV)/bin/tensorboard --logdir_spec runs:runs,multirun:multirun --port $(TB_PORT)
 
 report: install  ## Compare the runs of a sweep: make report SWEEP=multirun/<dir> (writes report.md there)
 	$(VENV)/bin/fedlab-report $(SWEEP) $(REPORT_ARGS)

@@ -1,10 +1,8 @@
 """The `fedlab` command: Hydra composes the config, this module turns it into typed calls."""
 
 import importlib.util
-import json
 import os
 import pathlib
-import shutil
 import sys
 import warnings
 

@@ -1,8 +1,6 @@
 """What a run writes: metrics.csv (a row per round), TensorBoard scalars per population, JSON files."""
 
 import csv
-import json
-import os
 import pathlib
 
 import tensorflow as tf
