@@ -40,6 +40,15 @@ def _format_epsilon(value) -> str:
     return '∞' if math.isinf(value) else f'{value:.3g}'
 
 
+def _mean(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.fmean(values) if values else None
+
+
+def _best_accuracy(run) -> float | None:
+    return max((accuracy for _, accuracy, _ in accuracy_vs_epsilon(run)), default=None)
+
+
 def _curve(runs) -> list[tuple[int, float, float]]:
     """(round, mean eval accuracy over the runs, epsilon) at the rounds every run evaluated; epsilon is the same
     for every seed of a group (it depends on q, z, rounds and delta only)."""
@@ -90,6 +99,7 @@ def table(groups) -> list[dict]:
             'seeds': len(group.runs),
             'accuracy_mean': statistics.fmean(accuracies) if accuracies else None,
             'accuracy_std': statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0 if accuracies else None,
+            'best_accuracy_mean': _mean([_best_accuracy(run) for run in group.runs]),
         })  # fmt: skip
     return sorted(rows, key=lambda row: (_number(row['noise_multiplier']) or 0.0, row['group']))
 
@@ -97,15 +107,17 @@ def table(groups) -> list[dict]:
 def markdown(rows: list[dict]) -> str:
     """The accuracy-vs-epsilon table, the way TFF's DP tutorial reports accuracy against noise."""
     lines = [
-        '| group | noise multiplier z | q | δ | rounds | ε (RDP) | ε (PLD) | eval accuracy (mean ± std) | seeds |',
-        '|---|---|---|---|---|---|---|---|---|',
+        '| group | noise multiplier z | q | δ | rounds | ε (RDP) | ε (PLD) | final eval accuracy (mean ± std) '
+        '| best evaluated accuracy (mean) | seeds |',
+        '|---|---|---|---|---|---|---|---|---|---|',
     ]
     for row in rows:
         accuracy = '–' if row['accuracy_mean'] is None else f'{row["accuracy_mean"]:.4f} ± {row["accuracy_std"]:.4f}'
+        best = '–' if row['best_accuracy_mean'] is None else f'{row["best_accuracy_mean"]:.4f}'
         lines.append(
             f'| {row["group"]} | {row["noise_multiplier"]} | {row["sampling_rate"]:.3g} | {row["delta"]:.3g} | '
             f'{row["rounds"]} | {_format_epsilon(row["epsilon_rdp"])} | {_format_epsilon(row["epsilon_pld"])} | '
-            f'{accuracy} | {row["seeds"]} |'
+            f'{accuracy} | {best} | {row["seeds"]} |'
         )
     return '\n'.join(lines)
 
@@ -129,6 +141,7 @@ def plot(groups, out_dir: pathlib.Path, name: str = 'eval_accuracy_vs_epsilon.pn
 
     matplotlib.use('Agg')
     from matplotlib import pyplot as plt
+    from matplotlib import ticker
 
     figure, axis = plt.subplots(figsize=(8, 5))
     for i, (group, curve) in enumerate(curves):
@@ -141,6 +154,9 @@ def plot(groups, out_dir: pathlib.Path, name: str = 'eval_accuracy_vs_epsilon.pn
         else:  # no noise: no guarantee to plot against
             axis.axhline(curve[-1][1], color=color, linestyle=':', linewidth=1.5, label=f'{label}: no noise, ε = ∞')
     axis.set_xscale('log')
+    axis.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f'{value:g}'))
+    axis.xaxis.set_minor_formatter(ticker.NullFormatter())
     axis.set_xlabel('ε spent so far (at the δ of results.json; log scale)')
     axis.set_ylabel('eval accuracy (pooled held-out data)')
     axis.set_ylim(0, 1)

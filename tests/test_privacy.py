@@ -202,7 +202,8 @@ def test_report_shows_accuracy_against_epsilon_without_tensorflow(tmp_path):
     # PLD's epsilon, which an RDP run leaves out (it costs seconds a round), is computed by the report.
     event = dp_accounting.PoissonSampledDpEvent(0.1, dp_accounting.GaussianDpEvent(0.5))
     pld = dp_accounting.pld.PLDAccountant().compose(event, 2).get_epsilon(1e-3)
-    assert f'| aggregator.noise_multiplier=0.5 | 0.5 | 0.1 | 0.001 | 2 | 2 | {pld:.3g} | 0.7000 ± 0.1000 | 3 |' in text
-    assert '| aggregator.noise_multiplier=0.0 | 0.0 | 0.1 | 0.001 | 2 | ∞ | ∞ | 0.9000 ± 0.0000 | 3 |' in text
+    # | group | z | q | delta | rounds | RDP | PLD | final accuracy | best accuracy | seeds |
+    assert f'=0.5 | 0.5 | 0.1 | 0.001 | 2 | 2 | {pld:.3g} | 0.7000 ± 0.1000 | 0.7000 | 3 |' in text
+    assert '=0.0 | 0.0 | 0.1 | 0.001 | 2 | ∞ | ∞ | 0.9000 ± 0.0000 | 0.9000 | 3 |' in text
     table = report.write_report(tmp_path, tmp_path / 'again')['summaries']
     assert {row['epsilon'] for row in table} == {2.0, 'inf'}
