@@ -38,7 +38,8 @@ class PrivacyLedger:
 
     RDP: the RDP of one round is computed once; t rounds are t times it (what RdpAccountant.compose(event, t)
     computes), turned into epsilon by dp_accounting's conversion. PLD: the privacy loss distribution of one round is
-    built once (about a second) and self-composed t times (what PLDAccountant does; 0.1-0.6 s per round here).
+    built once (about a second) and self-composed t times (what PLDAccountant does; 0.1-5 s a round here, more for
+    small z and late rounds).
     """
 
     columns = ('epsilon', 'delta', 'sampling_rate', 'noise_multiplier', 'accountant')
