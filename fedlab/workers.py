@@ -197,3 +197,18 @@ def worker_cleanup():
         _signals_received.clear()
         watchdogs.stop()
         stop_workers()
+
+
+@contextlib.contextmanager
+def job_cleanup():
+    """For a sweep job that a Hydra launcher runs in a process of its own (submitit, Ray, joblib), where `main()`
+    and its `worker_cleanup` never run: stops the TFF workers the job started when the job ends, and gives each a
+    watchdog meanwhile, as that process may be killed outright. Signals stay the launcher's (submitit requeues on
+    them), and the process may live on to run other jobs (Ray reuses its workers)."""
+    watchdogs = _Watchdogs()
+    watchdogs.start()
+    try:
+        yield
+    finally:
+        watchdogs.stop()
+        stop_workers()
