@@ -3,7 +3,6 @@
 
 import importlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
-from fedlab import launchers, runtime, workers
+from fedlab import launchers, runtime
 from fedlab.errors import FedlabError, WorkerLost
 from tests.conftest import compose_config
 from tests.test_cli import _run
@@ -53,14 +52,6 @@ def test_where_a_sweep_job_runs_is_read_from_hydras_config(launcher, in_process)
     assert launchers.job_runs_in_launching_process(hydra_cfg) is in_process
     # A single run is always in-process, whatever the launcher.
     assert launchers.job_runs_in_launching_process(_hydra_config([f'hydra/launcher={launcher}'], RunMode.RUN))
-
-
-def test_a_launcher_job_stops_its_own_worker(tmp_path):
-    binary = tmp_path / workers.WORKER_NAME
-    shutil.copy('/bin/sleep', binary)
-    with workers.job_cleanup():
-        worker = subprocess.Popen([str(binary), '60'])
-    assert not os.path.exists(f'/proc/{worker.pid}')  # stopped and reaped when the job ended
 
 
 def test_slurm_preset_sets_the_keys_a_cluster_user_sets():
