@@ -15,12 +15,20 @@ PYTEST := $(VENV)/bin/pytest
 help:  ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+# Optional extras (pyproject.toml): `make install EXTRAS=ray` adds the Ray launcher. The choice is remembered in
+# .venv/.installed, so later targets keep it; `make install EXTRAS=` goes back to the default environment.
+INSTALLED_EXTRAS := $(shell cat $(VENV)/.installed 2>/dev/null)
+EXTRAS ?= $(INSTALLED_EXTRAS)
+ifneq ($(strip $(EXTRAS)),$(strip $(INSTALLED_EXTRAS)))
+.PHONY: $(VENV)/.installed  # other extras than installed: sync again
+endif
+
 $(VENV)/.installed: pyproject.toml uv.lock Makefile
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
-	$(UV) sync --locked --extra test --compile-bytecode
-	@touch $@
+	$(UV) sync --locked --extra test $(addprefix --extra ,$(EXTRAS)) --compile-bytecode
+	@echo '$(strip $(EXTRAS))' > $@
 
-install: $(VENV)/.installed  ## Create .venv with the locked dependencies and fedlab (editable)
+install: $(VENV)/.installed  ## Create .venv from uv.lock with fedlab (editable); EXTRAS=ray adds the Ray launcher
 
 run: install  ## Train with the defaults on the embedded digits data (offline, ~40 s)
 	$(FEDLAB) $(ARGS)

@@ -11,6 +11,7 @@ from fedlab.errors import FedlabError
 # aggregator _target_ -> how it clips (fedlab.aggregators.dp / dp_fixed)
 DP_AGGREGATORS = {'fedlab.aggregators.dp': 'adaptive', 'fedlab.aggregators.dp_fixed': 'fixed'}
 POISSON_SAMPLER = 'fedlab.sampling.poisson'
+SECURE_AGGREGATOR = 'fedlab.aggregators.secure'
 ACCOUNTANTS = ('rdp', 'pld')
 AMPLIFICATIONS = ('poisson', 'none')
 # Server optimizers that rescale each coordinate by its history: TFF's DP guidance is server SGD with momentum.
@@ -98,6 +99,12 @@ def check(values: dict) -> list[str]:
         raise FedlabError(f'privacy.delta={delta} is not allowed: privacy.delta must be a number in (0, 1) or null')
 
     clipping, aggregator = _aggregator(values)
+    runtime = str((values.get('runtime') or {}).get('_target_') or '')
+    if aggregator.get('_target_') == SECURE_AGGREGATOR and runtime.endswith('RemoteRuntime'):
+        raise FedlabError(
+            'aggregator=secure runs in TFF\'s test context on this machine\'s worker, which simulates the secure sums;'
+            ' remote workers cannot run them: use the local runtime'
+        )
     if clipping is None:
         return []
     name = _name(aggregator)

@@ -21,6 +21,7 @@ class RunConfig:
     aggregator: Any = None
     sampling: Any = None
     task: Any = None
+    runtime: Any = None
     experiment: Any = None
 
     rounds: int = 10

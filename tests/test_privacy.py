@@ -107,6 +107,8 @@ REFUSED = [
     ('bad quantile', [*DP, 'aggregator.target_unclipped_quantile=1.5'], 'target_unclipped_quantile must be'),
     ('bad delta', ['privacy.delta=2'], 'privacy.delta must be'),
     ('bad accountant', ['privacy.accountant=moments'], 'rdp or pld'),
+    ('secure on remote workers', ['aggregator=secure', 'runtime=remote', 'runtime.workers=[h:1]'],
+     'remote workers cannot run them'),
 ]  # fmt: skip
 
 
