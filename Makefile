@@ -10,7 +10,7 @@ VENV := .venv
 FEDLAB := $(VENV)/bin/fedlab
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: help install run test test-slow test-all lock wheel-check clean compare report bench bench-accuracy tensorboard
+.PHONY: help install run test test-slow test-all lock wheel-check clean compare report bench bench-accuracy tensorboard privacy
 
 help:  ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -50,6 +50,13 @@ compare: install  ## The seed's comparison on digits: 4 federated runs + 2 centr
 	$(FEDLAB) -m experiment=compare hydra.sweep.dir=$(COMPARE_DIR) $(ARGS)
 	$(FEDLAB) -m experiment=compare task=centralized aggregator=mean hydra.sweep.dir=$(COMPARE_DIR) $(ARGS)
 	$(VENV)/bin/fedlab-report $(COMPARE_DIR) --target 0.8
+
+# Differential privacy on the LEAF sample (conf/experiment/privacy.yaml): DP-FedAvg with adaptive clipping at noise
+# multipliers 0, 0.3, 0.5 and 1.0, 3 seeds each, then the report: accuracy against epsilon (docs/privacy.md).
+PRIVACY_DIR ?= multirun/privacy_$(COMPARE_STAMP)
+privacy: install  ## DP on the LEAF sample: z = 0, 0.3, 0.5, 1.0 x 3 seeds, accuracy vs epsilon (~45 min)
+	$(FEDLAB) -m experiment=privacy hydra.sweep.dir=$(PRIVACY_DIR) $(ARGS)
+	$(VENV)/bin/fedlab-report $(PRIVACY_DIR)
 
 TB_PORT ?= 6006
 tensorboard: install  ## Serve the curves of runs/ and multirun/ at http://localhost:6006 (TB_PORT=... to change)

@@ -14,7 +14,7 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from fedlab import checkpoints, heap, interrupts, launchers, rundir, schema, seeds, sweep, workers
+from fedlab import checkpoints, heap, interrupts, launchers, privacy, rundir, schema, seeds, sweep, workers
 from fedlab.errors import FedlabError, RunStopped
 
 # Hydra composes with the typed schema (config.yaml's defaults list names it). Importing the fedlab.conf package
@@ -41,13 +41,14 @@ def train(cfg: DictConfig, run_dir: pathlib.Path, run_info: dict | None = None):
             f' clients of data={data.name}'
         )
 
-    from fedlab import client_data, experiment, training
+    from fedlab import accounting, client_data, experiment, training
 
     # 2. Model: the group's factory takes the data's image shape and class count.
     model_fn = instantiate(cfg.model)(data.image_shape, data.num_classes, seed=cfg.seed)
     # 3. Aggregator for the model updates, and the client sampler.
     model_aggregator = instantiate(cfg.aggregator)
     sampler = instantiate(cfg.sampling)(data.client_ids, cfg.clients_per_round)
+    dp_settings = privacy.settings(OmegaConf.to_container(cfg, resolve=True), population=len(data.client_ids))
     # 4. Train, evaluate and write the run directory, on this machine's TFF worker or remote ones (runtime).
     with instantiate(cfg.runtime).activate(client_inputs=cfg.client_inputs):
         return experiment.train_and_evaluate(
@@ -74,6 +75,7 @@ def train(cfg: DictConfig, run_dir: pathlib.Path, run_info: dict | None = None):
             print_type_signature=cfg.print_type_signature,
             config=_identity(cfg),
             run_info=run_info,
+            privacy_ledger=accounting.PrivacyLedger(dp_settings) if dp_settings else None,
         )
 
 
@@ -164,6 +166,8 @@ def check_before_tensorflow(cfg: DictConfig, run_dir: pathlib.Path) -> None:
         module = target.rpartition('.')[0] if target else ''
         if target and (not module or importlib.util.find_spec(module) is None):  # finds, does not import
             raise FedlabError(f'{group}._target_={target}: no such module {module!r}')
+    for warning in privacy.check(OmegaConf.to_container(cfg, resolve=True)):  # DP's assumptions
+        print(f'fedlab: warning: {warning}', file=sys.stderr)
     num_clients = cfg.data.get('num_clients')
     if isinstance(num_clients, int) and cfg.clients_per_round > num_clients:
         raise FedlabError(

@@ -39,6 +39,7 @@ class RunConfig:
     print_type_signature: bool = False
     checkpoint_every: int = 5
     resume: Optional[str] = None
+    privacy: Any = None  # accounting keys of the DP aggregators, checked by fedlab.privacy
 
 
 def register() -> None:

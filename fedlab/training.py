@@ -71,6 +71,10 @@ def build_fed_avg(
         )
     if client_inputs != 'dataset':
         raise ValueError(f'client_inputs must be dataset, tensors or shards, got {client_inputs!r}')
+    if isinstance(model_aggregator, tff.aggregators.UnweightedAggregationFactory):  # e.g. DP: each client counts once
+        return tff.learning.algorithms.build_unweighted_fed_avg(
+            model_fn, client_optimizer, server_optimizer, model_aggregator=model_aggregator
+        )
     return tff.learning.algorithms.build_weighted_fed_avg(
         model_fn,
         client_optimizer_fn=client_optimizer,
@@ -131,8 +135,11 @@ def run(
         start = time.perf_counter()
         output = process.next(state, train_datasets(client_ids))
         train_seconds = time.perf_counter() - start
-        train = train_metrics(output)
-        _check_finite(round_num, output, train)
+        # A round without clients (sampling=poisson) trains nothing: TFF reports zeros and, for a mean, a 0/0
+        # update that it skips; a DP aggregator still applies its noise.
+        train = train_metrics(output) if client_ids else {'examples': 0, 'batches': 0}
+        if client_ids:
+            _check_finite(round_num, output, train)
         state = output.state
         evaluations, eval_seconds = {}, 0.0
         if schedule.evaluates_after(round_num):
