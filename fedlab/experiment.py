@@ -5,11 +5,13 @@ import functools
 import pathlib
 import shutil
 import time
+from collections.abc import Callable
 
 import tensorflow_federated as tff
 import tqdm
 
 from fedlab import checkpoints, client_data, evaluation, ledger, recording, training, workers
+from fedlab.algorithms.schedules import LearningRates
 from fedlab.data.federated_data import FederatedData
 from fedlab.errors import FedlabError, TrainingDiverged
 from fedlab.models import ModelFn
@@ -35,11 +37,10 @@ class RunOutputs:
 def train_and_evaluate(
     data: FederatedData,
     model_fn: ModelFn,
-    model_aggregator: tff.aggregators.WeightedAggregationFactory,
     sampler: Sampler,
     run_dir: pathlib.Path,
     *,
-    fed_avg: training.FedAvgConfig,
+    build_process: Callable[..., tff.learning.templates.LearningProcess],
     pipeline: client_data.PipelineConfig,
     schedule: training.Schedule,
     checkpoint_every: int = 5,
@@ -47,8 +48,10 @@ def train_and_evaluate(
     print_type_signature: bool = False,
     config: dict | None = None,
     run_info: dict | None = None,
+    learning_rates: LearningRates | None = None,
 ) -> RunOutputs:
-    """Trains with FedAvg, evaluates on the clients' test data, and writes the run directory.
+    """Trains the process `build_process(client_inputs=..., batch_size=...)` builds (fedlab.algorithms), evaluates
+    on the clients' test data, and writes the run directory.
 
     If `run_dir` holds a checkpoint of the same `config`, training continues from it. Every round is
     written to metrics.csv, timing.csv, clients.csv and TensorBoard when it ends; the full state is
@@ -66,13 +69,8 @@ def train_and_evaluate(
     print(data.summary())
 
     # 1. The learning process and the federated evaluation.
-    process = training.build_fed_avg(
-        model_fn,
-        fed_avg,
-        model_aggregator=model_aggregator,
-        client_inputs=pipeline.client_inputs,
-        batch_size=pipeline.batch_size,
-    )
+    process = build_process(client_inputs=pipeline.client_inputs, batch_size=pipeline.batch_size)
+    learning_rates = learning_rates or LearningRates(client=None, server=None)
     if print_type_signature:
         print(process.initialize.type_signature.formatted_representation())
     # What each round transmits, read from the process itself (see ledger.measure).
@@ -104,14 +102,20 @@ def train_and_evaluate(
         for table in TABLES:
             (run_dir / table).unlink(missing_ok=True)
     shutil.rmtree(run_dir / 'tensorboard', ignore_errors=True)  # rebuilt from metrics.csv below
-    tensorboard = recording.TensorBoardLogger(run_dir / 'tensorboard', POPULATIONS + [EVAL_ON_TRAIN, COMMUNICATION])
+    tensorboard = recording.TensorBoardLogger(
+        run_dir / 'tensorboard', POPULATIONS + [EVAL_ON_TRAIN, COMMUNICATION, learning_rates.TENSORBOARD_RUN]
+    )
     recording.write_hparams(run_dir / 'tensorboard', recording.hparams_from_run_info(run_info))
     if resume_round:
         tensorboard.replay(recording.read_rows(run_dir / METRICS_CSV))
         for row in recording.read_rows(run_dir / METRICS_CSV):
             tensorboard.write(int(row['round']), COMMUNICATION, communication.resume(row))
+            round_num = int(row['round'])
+            tensorboard.write(round_num, learning_rates.TENSORBOARD_RUN, learning_rates.values(round_num))
     tables = {
-        METRICS_CSV: recording.CsvTable(run_dir / METRICS_CSV, recording.metrics_columns(POPULATIONS)),
+        METRICS_CSV: recording.CsvTable(
+            run_dir / METRICS_CSV, recording.metrics_columns(POPULATIONS) + list(learning_rates.columns)
+        ),
         TIMING_CSV: recording.CsvTable(run_dir / TIMING_CSV, recording.TIMING_COLUMNS),
         CLIENTS_CSV: recording.CsvTable(run_dir / CLIENTS_CSV, recording.CLIENTS_COLUMNS),
     }
@@ -135,8 +139,11 @@ def train_and_evaluate(
             row.update({f'{population}_{k}': v for k, v in metrics.items()})
         bits = communication.record(len(result.client_ids))
         row.update(bits)
+        rates = learning_rates.values(result.round_num)
+        row.update(rates)
         tables[METRICS_CSV].write(row)
         tensorboard.write(result.round_num, COMMUNICATION, bits)
+        tensorboard.write(result.round_num, learning_rates.TENSORBOARD_RUN, rates)
         tables[TIMING_CSV].write(
             {'round': result.round_num, 'train_seconds': result.train_seconds, 'eval_seconds': result.eval_seconds}
         )
@@ -163,6 +170,7 @@ def train_and_evaluate(
             on_round=on_round,
             state=state,
             start_round=resume_round + 1,
+            learning_rates=learning_rates,
         )
         # 5. Optionally, the tutorial's evaluation of the final model on the clients' training data.
         if eval_on_train:

@@ -1,0 +1,144 @@
+"""Learning rates per round for the client and the server optimizer, applied between rounds.
+
+A schedule is a frozen dataclass and a pure function of the round number (1, 2, ...), so a resumed run, which
+sets the learning rates again at the start of every round, continues exactly where the interrupted one was.
+Every schedule can start with a linear warm-up: rounds 1..warmup_rounds take learning_rate * round /
+warmup_rounds; the decay then counts the rounds after the warm-up (`s` below, 0 in the first of them).
+
+No TensorFlow here: the CLI builds the schedules to check their values before TensorFlow loads.
+"""
+
+import dataclasses
+import math
+
+from fedlab.errors import FedlabError
+
+
+@dataclasses.dataclass(frozen=True)
+class Constant:
+    """learning_rate every round (after the warm-up, if any)."""
+
+    learning_rate: float | None
+    warmup_rounds: int = 0
+
+    def __post_init__(self):
+        _check(self, 'warmup_rounds', self.warmup_rounds >= 0, 'an integer >= 0')
+
+    def __call__(self, round_num: int) -> float | None:
+        return _warmed_up(self, round_num, lambda rounds_after_warmup: 1.0)
+
+    @property
+    def varies(self) -> bool:
+        return self.warmup_rounds > 0
+
+
+@dataclasses.dataclass(frozen=True)
+class ExponentialDecay:
+    """learning_rate * decay_rate ** (s / decay_rounds); with `staircase`, the exponent is rounded down."""
+
+    learning_rate: float | None
+    decay_rate: float = 0.1
+    decay_rounds: int = 500
+    staircase: bool = False
+    warmup_rounds: int = 0
+
+    def __post_init__(self):
+        _check(self, 'decay_rate', 0 < self.decay_rate <= 1, 'a number in (0, 1]')
+        _check(self, 'decay_rounds', self.decay_rounds >= 1, 'an integer >= 1')
+        _check(self, 'warmup_rounds', self.warmup_rounds >= 0, 'an integer >= 0')
+
+    def __call__(self, round_num: int) -> float | None:
+        def factor(rounds_after_warmup: int) -> float:
+            exponent = rounds_after_warmup / self.decay_rounds
+            return self.decay_rate ** (math.floor(exponent) if self.staircase else exponent)
+
+        return _warmed_up(self, round_num, factor)
+
+    @property
+    def varies(self) -> bool:
+        return self.decay_rate < 1 or self.warmup_rounds > 0
+
+
+@dataclasses.dataclass(frozen=True)
+class InverseSqrt:
+    """learning_rate * sqrt(timescale_rounds / (timescale_rounds + s)): halves after 3 x timescale_rounds."""
+
+    learning_rate: float | None
+    timescale_rounds: int = 10
+    warmup_rounds: int = 0
+
+    def __post_init__(self):
+        _check(self, 'timescale_rounds', self.timescale_rounds >= 1, 'an integer >= 1')
+        _check(self, 'warmup_rounds', self.warmup_rounds >= 0, 'an integer >= 0')
+
+    def __call__(self, round_num: int) -> float | None:
+        return _warmed_up(
+            self, round_num, lambda s: math.sqrt(self.timescale_rounds / (self.timescale_rounds + s))
+        )
+
+    @property
+    def varies(self) -> bool:
+        return True
+
+
+Schedule = Constant | ExponentialDecay | InverseSqrt
+
+
+def _warmed_up(schedule, round_num: int, decay) -> float | None:
+    if schedule.learning_rate is None:  # no such optimizer (e.g. FedSGD's clients)
+        return None
+    if round_num <= schedule.warmup_rounds:
+        return schedule.learning_rate * round_num / schedule.warmup_rounds
+    return schedule.learning_rate * decay(round_num - 1 - schedule.warmup_rounds)
+
+
+def _check(schedule, key: str, allowed: bool, what: str) -> None:
+    if not allowed:
+        name = type(schedule).__name__
+        raise FedlabError(f'{name}.{key}={getattr(schedule, key)} is not allowed: {key} must be {what}')
+
+
+CLIENT_LR, SERVER_LR = 'client_lr', 'server_lr'
+_LEARNING_RATE = 'learning_rate'  # tff.learning.optimizers' hparams key, the same for every optimizer
+
+
+class LearningRates:
+    """The client and server learning rate of every round: set in the process's state through
+    `process.set_hparams` before the round (`apply`), and recorded with it (`columns`, `values`; a TensorBoard
+    run of their own, `TENSORBOARD_RUN`). `client` is None for an algorithm without a client optimizer; both
+    None record nothing and change nothing."""
+
+    columns = (CLIENT_LR, SERVER_LR)
+    TENSORBOARD_RUN = 'learning_rate'
+
+    def __init__(self, *, client: Schedule | None, server: Schedule | None):
+        self.client = client
+        self.server = server
+        self._hparams = None  # the process's hyper-parameters, read once; only the learning rates change
+
+    @property
+    def varies(self) -> bool:
+        return any(s is not None and s.varies for s in (self.client, self.server))
+
+    def values(self, round_num: int) -> dict[str, float]:
+        """The round's learning rates, by column (an absent optimizer's is left out)."""
+        rates = {CLIENT_LR: self.client, SERVER_LR: self.server}
+        rates = {column: schedule(round_num) if schedule else None for column, schedule in rates.items()}
+        return {column: rate for column, rate in rates.items() if rate is not None}
+
+    def apply(self, process, state, round_num: int):
+        """The state with the round's learning rates set. Constant schedules leave the state as it is (the
+        optimizers were built with those rates), so a run without schedules costs no extra TFF calls."""
+        if not self.varies:
+            return state
+        import numpy as np
+
+        if self._hparams is None:
+            self._hparams = process.get_hparams(state)
+        rates = self.values(round_num)
+        for part, column in (('client_work', CLIENT_LR), ('finalizer', SERVER_LR)):
+            if column in rates:
+                if _LEARNING_RATE not in self._hparams[part]:
+                    raise FedlabError(f'{column} cannot be scheduled: this process has no {part} learning rate')
+                self._hparams[part][_LEARNING_RATE] = np.float32(rates[column])
+        return process.set_hparams(state, self._hparams)
