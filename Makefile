@@ -10,7 +10,7 @@ VENV := .venv
 FEDLAB := $(VENV)/bin/fedlab
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: help install run test test-slow test-all lock wheel-check clean compare report bench bench-accuracy
+.PHONY: help install run test test-slow test-all lock wheel-check clean compare report bench bench-accuracy tensorboard
 
 help:  ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -42,6 +42,12 @@ compare: install  ## The seed's comparison on digits: 4 federated runs + 2 centr
 	$(FEDLAB) -m experiment=compare hydra.sweep.dir=$(COMPARE_DIR) $(ARGS)
 	$(FEDLAB) -m experiment=compare task=centralized aggregator=mean hydra.sweep.dir=$(COMPARE_DIR) $(ARGS)
 	$(VENV)/bin/fedlab-report $(COMPARE_DIR) --target 0.8
+
+TB_PORT ?= 6006
+tensorboard: install  ## Serve the curves of runs/ and multirun/ at http://localhost:6006 (TB_PORT=... to change)
+	@mkdir -p runs multirun
+	TF_CPP_MIN_LOG_LEVEL=3 PYTHONWARNINGS=ignore::UserWarning \
+		$(VENV)/bin/tensorboard --logdir_spec runs:runs,multirun:multirun --port $(TB_PORT)
 
 report: install  ## Compare the runs of a sweep: make report SWEEP=multirun/<dir> (writes report.md there)
 	$(VENV)/bin/fedlab-report $(SWEEP) $(REPORT_ARGS)

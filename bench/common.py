@@ -1,7 +1,5 @@
 """Shared helpers of the benchmarks: LEAF digits, interleaved timing, and printing a figure beside its goal."""
 
-import glob
-import json
 import os
 import pathlib
 import time
@@ -13,25 +11,23 @@ LEAF = pathlib.Path(os.environ.get('FEDLAB_LEAF', REPO.parent / 'shared' / 'data
 QUICK = os.environ.get('BENCH_QUICK', '') not in ('', '0')
 
 
-def load_leaf_digits(split: str, *, max_writers: int | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{writer: (pixels [n, 28, 28, 1] float32 with 1 = ink, labels [n] int32)}, digits (0-9) only.
+def leaf_federation(max_writers: int | None = None):
+    """The LEAF sample's digits exactly as `fedlab data=leaf data.digits_only=true` loads them (fedlab's own LEAF
+    source: LEAF's pixels, 1.0 = background), with {writer: (pixels, labels)} arrays of its train and test splits."""
+    from fedlab.data import leaf
 
-    Read straight from LEAF's json: fedlab's own LEAF source is another engineer's work in progress.
-    """
-    writers = {}
-    for path in sorted(glob.glob(str(LEAF / split / '*.json'))):
-        with open(path) as f:
-            shard = json.load(f)
-        for user in shard['users']:
-            x = np.asarray(shard['user_data'][user]['x'], np.float32)
-            y = np.asarray(shard['user_data'][user]['y'], np.int32)
-            keep = y < 10
-            if keep.sum() >= 2:
-                # LEAF: 1.0 = background; flip to 1 = ink like fedlab's digits.
-                writers[user] = ((1.0 - x[keep]).reshape(-1, 28, 28, 1), y[keep])
-            if max_writers and len(writers) >= max_writers:
-                return writers
-    return writers
+    data = leaf.load_leaf(str(LEAF), digits_only=True, num_clients=max_writers)
+    return data, client_arrays(data.train), client_arrays(data.test)
+
+
+def client_arrays(client_data) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{client: (pixels, labels)} of a ClientData, clients with examples only."""
+    arrays = {}
+    for client_id in client_data.client_ids:
+        elements = list(client_data.create_tf_dataset_for_client(client_id).batch(100_000).as_numpy_iterator())
+        if elements and len(elements[0]['label']):
+            arrays[client_id] = (elements[0]['pixels'], elements[0]['label'])
+    return arrays
 
 
 def synthetic_clients(num_clients: int, examples: int, *, seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -62,23 +58,6 @@ def figure(name: str, value: float, goal: str, ok: bool | None, detail: str = ''
     """One printed line: the figure, its goal and whether it holds (ok=None: a reference, no goal)."""
     line = f'{name:<48} {value:>9.3f}   goal {goal:<8} {"    " if ok is None else "MET " if ok else "MISS"}'
     return line + (f'   ({detail})' if detail else '')
-
-
-def leaf_federation(max_writers: int | None = None):
-    """fedlab `FederatedData` of the LEAF sample's digits: each writer's train and test split."""
-    from fedlab.data import federated_data
-
-    train = load_leaf_digits('train', max_writers=max_writers)
-    test = load_leaf_digits('test')
-    test = {u: test[u] for u in train if u in test}
-    train = {u: train[u] for u in test}
-    return federated_data.FederatedData(
-        name='leaf_digits',
-        train=federated_data.client_data_from_arrays(train),
-        test=federated_data.client_data_from_arrays(test),
-        image_shape=(28, 28, 1),
-        num_classes=10,
-    ), train, test
 
 
 def evaluator(model_fn, client_arrays: dict, batch_size: int = 100):

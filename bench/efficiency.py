@@ -132,7 +132,7 @@ def main(argv=None) -> list[str]:
     parser.add_argument('--rounds', type=int, default=3 if common.QUICK else 8)
     args = parser.parse_args(argv)
     if common.LEAF.exists():
-        writers = common.load_leaf_digits('train', max_writers=14)
+        _, writers, _ = common.leaf_federation(max_writers=14)
         clients = {u: writers[u] for u in sorted(writers) if len(writers[u][1]) >= 50}
         clients = {u: clients[u] for u in sorted(clients)[:10]}
         source = 'LEAF digits'

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from fedlab import recording
+from fedlab import recording, rundir
 from fedlab.data.federated_data import LABEL, PIXELS, FederatedData
 
 EVAL = 'eval'  # the pooled held-out data: the same examples federated evaluation uses
@@ -66,7 +66,7 @@ class _EpochRecorder(tf.keras.callbacks.Callback):
         self._counts = counts  # population -> (examples, batches) per epoch
         self._metrics = recording.CsvTable(run_dir / 'metrics.csv', recording.metrics_columns(POPULATIONS))
         self._timing = recording.CsvTable(run_dir / 'timing.csv', recording.TIMING_COLUMNS)
-        self._tensorboard = recording.TensorBoardLogger(run_dir / 'tensorboard', POPULATIONS)
+        self._tensorboard = recording.TensorBoardLogger(run_dir / 'tensorboard')
         self._started = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -167,7 +167,7 @@ def train_and_evaluate(
                 f'centralized after {len(rows)} epochs: train accuracy {last["train_accuracy"]:.4f}, '
                 f'test accuracy {last[f"{EVAL}_accuracy"]:.4f} (loss {last[f"{EVAL}_loss"]:.4f})'
             )
-        recording.write_json(
+        rundir.write_json(
             run_dir / 'results.json',
             {
                 'status': status,

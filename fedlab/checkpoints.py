@@ -7,7 +7,7 @@ import pathlib
 import re
 import shutil
 
-from fedlab import heap
+from fedlab import heap, interrupts
 from fedlab.errors import FedlabError
 
 PREFIX = 'round_'
@@ -58,6 +58,10 @@ class CheckpointStore:
         """Saves `state` after `round_num`, with copies of `tables` and the run's config."""
         if round_num in self.rounds():
             return
+        with interrupts.uncuttable():
+            self._save(round_num, state, tables=tables, config=config)
+
+    def _save(self, round_num: int, state, *, tables: list[pathlib.Path], config: dict) -> None:
         shutil.rmtree(self._staging, ignore_errors=True)
         staging = self._staging / f'{PREFIX}{round_num}'
         staging.mkdir(parents=True)
@@ -81,7 +85,8 @@ class CheckpointStore:
         import tensorflow_federated as tff
 
         manager = tff.program.FileProgramStateManager(self.path(round_num), prefix=STATE_DIR)
-        return asyncio.run(manager.load(0, structure))
+        with interrupts.uncuttable():
+            return asyncio.run(manager.load(0, structure))
 
     def saved_config(self, round_num: int) -> dict:
         return json.loads((self.path(round_num) / CONFIG_FILE).read_text())

@@ -2,11 +2,10 @@
 
 import functools
 import importlib.util
-import json
 import os
 import pathlib
-import shutil
 import sys
+import warnings
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -16,13 +15,20 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from fedlab import checkpoints, heap, schema, seeds, sweep, workers
+from fedlab import checkpoints, heap, interrupts, rundir, schema, seeds, sweep, workers
 from fedlab.algorithms import combinations
-from fedlab.errors import FedlabError
+from fedlab.errors import FedlabError, RunStopped
+
+# Hydra composes with the typed schema (config.yaml's defaults list names it). Importing the fedlab.conf package
+# registers it too, but `--info defaults` and `--info defaults-tree` compose without importing that package.
+schema.register()
 
 # TensorFlow and TFF take 10-13 s to import, so they are imported inside the task functions below:
 # --help, --cfg job and config errors answer without them.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')  # TensorFlow's C++ start-up chatter (CUDA, TensorRT)
+# googleapis (imported by TFF) imports pkg_resources, which setuptools 80 deprecates on every start: not the user's
+# concern (setuptools stays below 81 for TensorBoard, see pyproject.toml).
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
 _MAIN_PID = 'FEDLAB_MAIN_PID'  # the launching process, inherited by a launcher's worker processes
 
 
@@ -120,12 +126,16 @@ PATH_KEYS = ('path', 'root', 'cache_dir')  # data keys that name files or direct
 
 def explore(cfg: DictConfig, run_dir: pathlib.Path, run_info: dict | None = None) -> None:
     """The data tour: figures of one client's examples, label histograms and mean images, and population stats."""
-    del run_info  # explore writes figures, not results.json
     data = load_data(cfg)
 
     from fedlab import explore as exploring
 
-    exploring.explore(data, run_dir, client_index=cfg.task.client_index)
+    figures = exploring.explore(data, run_dir, client_index=cfg.task.client_index)
+    # No training and no metrics; results.json still says the job completed (a sweep counts it) and what it wrote.
+    rundir.write_json(
+        run_dir / rundir.RESULTS_JSON,
+        {'status': 'completed', 'figures': [f.name for f in figures], **(run_info or {})},
+    )
 
 
 def centralized(cfg: DictConfig, run_dir: pathlib.Path, run_info: dict | None = None):
@@ -190,12 +200,6 @@ def check_before_tensorflow(cfg: DictConfig, run_dir: pathlib.Path) -> None:
         checkpoints.CheckpointStore(run_dir / 'checkpoints').resumable_round(_identity(cfg))
 
 
-def _remove_if_fresh(run_dir: pathlib.Path) -> None:
-    """Removes a run directory that holds only what Hydra wrote at start-up: nothing of a run."""
-    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {'.hydra', 'fedlab.log'}:
-        shutil.rmtree(run_dir)
-
-
 @hydra.main(version_base='1.3', config_path='pkg://fedlab.conf', config_name='config')
 def _hydra_main(cfg: DictConfig) -> float | None:
     if os.environ.get(_MAIN_PID, str(os.getpid())) == str(os.getpid()):
@@ -212,43 +216,101 @@ def _run_job(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     run_dir = pathlib.Path(hydra_cfg.runtime.output_dir)
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    job = _Job(run_dir, in_sweep=in_sweep, number=hydra_cfg.job.num if in_sweep else 0)
     run_info = {
         'choices': {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith('hydra')},
         'overrides': list(hydra_cfg.overrides.task),
         'config': OmegaConf.to_container(cfg, resolve=True),
     }
+    lock = rundir.RunDirectoryLock(run_dir)
     try:
+        lock.acquire()
+    except FedlabError as error:  # another process's run: say so, and touch nothing of it
+        return job.refuse(error)
+    try:
+        rundir.write_hydra_config(run_dir, cfg, hydra_cfg, run_info['overrides'])
         check_before_tensorflow(cfg, run_dir)
         run_info['seeds'] = seeds.derived_seeds(cfg.seed)  # after the checks: deriving loads numpy (~0.6 s)
         outputs = TASKS[cfg.task.name](cfg, run_dir, run_info)
     except Exception as error:
-        users_error = isinstance(error, FedlabError) or _is_config_error(error)
-        message = one_line(error) if users_error else (str(error).splitlines() or [''])[0]
-        if in_sweep:  # Report the job and let the sweep go on; SweepSummary lists it at the end.
-            print(f'fedlab: job {hydra_cfg.job.num} failed: {message}', file=sys.stderr)
-            _record_failure(run_dir, error, message, run_info)
-            return None
-        if users_error:
-            _remove_if_fresh(run_dir)
-            print(f'fedlab: error: {message}', file=sys.stderr)
-            raise SystemExit(2) from None
-        raise
+        return job.failed(error, run_info)
+    finally:
+        lock.release()
     print(f'run directory: {run_dir}')
     # The return value is what Hydra sweepers (e.g. Optuna) optimise; tasks such as explore return None.
     final_eval = getattr(outputs, 'final_eval', None) or {}
     return final_eval.get('eval', {}).get('accuracy')
 
 
-def _record_failure(run_dir: pathlib.Path, error: Exception, message: str, run_info: dict) -> None:
-    """Marks a failed sweep job in its results.json (written by the run itself if it got that far)."""
-    from fedlab import recording
+class _Job:
+    """How a job that cannot go on ends: one line on stderr, the cause in its run directory, an exit code that says
+    what kind of problem it was (fedlab.errors); in a sweep the job is reported and the sweep goes on."""
 
-    path = run_dir / 'results.json'
-    results = json.loads(path.read_text()) if path.exists() else {'status': 'failed', **run_info}
-    if results.get('status') in ('running', 'completed'):
-        results['status'] = 'failed'
-    results['error'] = message if isinstance(error, (FedlabError, HydraException)) else f'{type(error).__name__}: {message}'
-    recording.write_json(path, results)
+    def __init__(self, run_dir: pathlib.Path, *, in_sweep: bool, number: int):
+        self.run_dir = run_dir
+        self.in_sweep = in_sweep
+        self.number = number
+
+    def refuse(self, error: FedlabError) -> None:
+        """The run directory belongs to another live process: nothing is written there."""
+        if self.in_sweep:
+            sweep.refused_jobs.append(self.run_dir.name)
+        self._report(str(error), error.exit_code)
+
+    def failed(self, error: Exception, run_info: dict) -> None:
+        users_error = isinstance(error, FedlabError) or _is_config_error(error)
+        if users_error:
+            message, exit_code = one_line(error), 2
+        elif isinstance(error, RunStopped):
+            message, exit_code = _first_line(error), error.exit_code
+        else:  # a failure fedlab did not foresee: its traceback goes to fedlab.log and results.json
+            message, exit_code = f'{type(error).__name__}: {_first_line(error)}', 1
+            _log_to_file(f'job failed: {message}', error)
+            message += f' (traceback in {self.run_dir / rundir.LOG_FILE})'
+        if users_error and not self.in_sweep:
+            rundir.remove_if_fresh(self.run_dir)  # bad input leaves no run directory behind
+        else:
+            _record_failure(self.run_dir, error, run_info)
+        if not self.in_sweep and exit_code == 1:
+            raise error  # a single run shows the whole traceback
+        self._report(message, exit_code)
+
+    def _report(self, message: str, exit_code: int) -> None:
+        if self.in_sweep:  # the sweep goes on; sweep.SweepSummary lists the job at the end
+            print(f'fedlab: job {self.number} failed: {message}', file=sys.stderr)
+            return None
+        print(f'fedlab: error: {message}', file=sys.stderr)
+        raise SystemExit(exit_code)
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [''])[0]
+
+
+def _log_to_file(message: str, error: BaseException) -> None:
+    """The traceback, into the job's log file only (the console keeps one line)."""
+    import logging
+
+    record = logging.LogRecord('fedlab', logging.ERROR, __file__, 0, message, None, (type(error), error, error.__traceback__))
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
+def _record_failure(run_dir: pathlib.Path, error: Exception, run_info: dict) -> None:
+    """Marks a failed job in its results.json, keeping what the run itself wrote there (its status and metrics)."""
+    from fedlab import errors
+
+    path = run_dir / rundir.RESULTS_JSON
+    results = rundir.read_json(path) or {'status': errors.run_status(error), **run_info}
+    if results.get('status') in (None, 'running', 'completed'):
+        results['status'] = errors.run_status(error)
+    if 'error' not in results:
+        results.update(errors.error_fields(error))
+        if _is_config_error(error):
+            results['error'] = one_line(error)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    rundir.write_json(path, results)
 
 
 def one_line(error: BaseException) -> str:
@@ -288,7 +350,7 @@ def main() -> None:
     user_wants_full_errors = os.environ.get('HYDRA_FULL_ERROR') == '1'
     os.environ['HYDRA_FULL_ERROR'] = '1'
     os.environ[_MAIN_PID] = str(os.getpid())
-    with workers.worker_cleanup():
+    with interrupts.handled(), workers.worker_cleanup():
         try:
             _hydra_main()
         except Exception as error:

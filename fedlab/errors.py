@@ -5,6 +5,10 @@ results.json); 2 bad input (FedlabError); 3 training diverged; 4 a TFF worker se
 SIGTERM.
 """
 
+import traceback
+
+from fedlab import interrupts
+
 
 class FedlabError(Exception):
     """Bad input (a config value, a data file, a run directory). Raise it before writing anything."""
@@ -33,3 +37,23 @@ class WorkerLost(RunStopped):
 
     exit_code = 4
     status = 'failed'
+
+
+def run_status(error: BaseException | None) -> str:
+    """results.json's status for a run that ended with `error`."""
+    if error is None:
+        return 'completed'
+    if isinstance(error, RunStopped):
+        return error.status
+    if isinstance(error, Exception) and not interrupts.stop_requested():
+        return 'failed'
+    return 'interrupted'  # Ctrl-C, SIGTERM, or a failure one caused (e.g. a worker that received it too)
+
+
+def error_fields(error: BaseException) -> dict[str, str]:
+    """results.json's `error` (one line) and `traceback` (in full) for a run that failed."""
+    lines = str(error).strip().splitlines()
+    message = lines[0] if lines else ''
+    if not isinstance(error, (FedlabError, RunStopped)):
+        message = f'{type(error).__name__}: {message}'
+    return {'error': message, 'traceback': ''.join(traceback.format_exception(error))}

@@ -155,15 +155,24 @@ def warn_if_compression_is_idle(cost: CommunicationCost, *, threshold: float = 1
 
 
 class Ledger:
-    """Running totals: per round, bits per client and in total for the clients that took part, and cumulative."""
+    """Running totals: per round, bits per client and in total for the clients that took part, and cumulative.
+
+    One of the run's per-round annotators (see recorder.RoundAnnotator): its COLUMNS go into metrics.csv and, as
+    they are not metrics, into a TensorBoard run of their own.
+    """
+
+    tensorboard_run = 'communication'
+    columns = COLUMNS
 
     def __init__(self, cost: CommunicationCost):
         self.cost = cost
         self.cumulative_downlink_bits = 0
         self.cumulative_uplink_bits = 0
 
-    def record(self, clients: int) -> dict[str, int]:
-        """The round's COLUMNS, for `clients` participants; advances the cumulative totals."""
+    def round_values(self, round_num: int, client_ids: list[str]) -> dict[str, int]:
+        """The round's COLUMNS, for its participants; advances the cumulative totals."""
+        del round_num  # every round of a process transmits the same per client
+        clients = len(client_ids)
         downlink = self.cost.bits_per_client(DOWNLINK)
         uplink = self.cost.bits_per_client(UPLINK)
         self.cumulative_downlink_bits += downlink * clients
@@ -177,12 +186,19 @@ class Ledger:
             'cumulative_uplink_bits': self.cumulative_uplink_bits,
         }
 
-    def resume(self, row: dict[str, str]) -> dict[str, int]:
-        """Takes the cumulative totals from a metrics.csv row of an earlier attempt; returns its COLUMNS."""
-        values = {column: int(row[column]) for column in COLUMNS if row.get(column)}
-        self.cumulative_downlink_bits = values.get('cumulative_downlink_bits', self.cumulative_downlink_bits)
-        self.cumulative_uplink_bits = values.get('cumulative_uplink_bits', self.cumulative_uplink_bits)
-        return values
+    def restore(self, row: dict[str, str] | None) -> None:
+        """Takes the cumulative totals from the metrics.csv row of the last recorded round (None: no round yet)."""
+        row = row or {}
+        self.cumulative_downlink_bits = int(row.get('cumulative_downlink_bits') or 0)
+        self.cumulative_uplink_bits = int(row.get('cumulative_uplink_bits') or 0)
+
+    def summary(self) -> dict:
+        """results.json's `communication`: per-client costs, every transfer and the cumulative totals."""
+        return {
+            **self.cost.summary(),
+            'cumulative_downlink_bits': self.cumulative_downlink_bits,
+            'cumulative_uplink_bits': self.cumulative_uplink_bits,
+        }
 
     def describe(self) -> str:
         """One line for the console: the per-client cost of a round."""
@@ -191,12 +207,6 @@ class Ledger:
             f'uplink {_mib(self.cost.bits_per_client(UPLINK))} '
             f'(raw float32 update ÷ uplink: {self.cost.uplink_ratio:.2f}; above 1 means compressed)'
         )
-
-    def totals(self) -> dict[str, int]:
-        return {
-            'cumulative_downlink_bits': self.cumulative_downlink_bits,
-            'cumulative_uplink_bits': self.cumulative_uplink_bits,
-        }
 
 
 def _mib(bits: int) -> str:

@@ -1,8 +1,6 @@
 """What a run writes: metrics.csv (a row per round), TensorBoard scalars per population, JSON files."""
 
 import csv
-import json
-import os
 import pathlib
 
 import tensorflow as tf
@@ -15,15 +13,23 @@ TIMING_COLUMNS = ['round', 'train_seconds', 'eval_seconds']
 CLIENTS_COLUMNS = ['round', 'client_ids']
 
 
-def metrics_columns(populations: list[str]) -> list[str]:
-    # The communication ledger's bits follow the metrics (empty where nothing is transmitted, e.g. centralized).
-    return ['round', 'clients'] + [f'{p}_{m}' for p in populations for m in METRICS] + list(ledger.COLUMNS)
+def metrics_columns(populations: list[str], extra_columns: tuple[str, ...] = ledger.COLUMNS) -> list[str]:
+    # Per-round values of the run's other parts follow the metrics: by default the communication ledger's bits
+    # (empty where nothing is transmitted, e.g. centralized).
+    return ['round', 'clients'] + [f'{p}_{m}' for p in populations for m in METRICS] + list(extra_columns)
+
+
+def population_metrics(row: dict[str, str], population: str) -> dict[str, float | int]:
+    """A population's metrics from a metrics.csv row (as read back), with counts as ints; {} if not evaluated."""
+    values = {m: float(row[f'{population}_{m}']) for m in METRICS if row.get(f'{population}_{m}') not in (None, '')}
+    return {m: int(v) if m in ('examples', 'batches') else v for m, v in values.items()}
 
 
 class CsvTable:
     """Appends one row per round and flushes it, so an interrupted run keeps every finished round.
 
-    Opening an existing table (a resumed run) appends to it; a new one starts with the header.
+    Opening an existing table (a resumed run) appends to it; a new one starts with the header. `commit()` marks
+    the rows written so far as final; `roll_back()` removes the rows written after the last commit.
     """
 
     def __init__(self, path: pathlib.Path, columns: list[str]):
@@ -33,10 +39,18 @@ class CsvTable:
         if not exists:
             self._writer.writeheader()
             self._file.flush()
+        self._committed = self._file.tell()
 
     def write(self, row: dict) -> None:
         self._writer.writerow(row)
         self._file.flush()
+
+    def commit(self) -> None:
+        self._committed = self._file.tell()
+
+    def roll_back(self) -> None:
+        self._file.flush()
+        self._file.truncate(self._committed)
 
     def close(self) -> None:
         self._file.close()
@@ -48,35 +62,24 @@ def read_rows(path: pathlib.Path) -> list[dict[str, str]]:
 
 
 class TensorBoardLogger:
-    """One writer per population (train, eval, ...) with the same tags, so their curves overlay."""
+    """One writer per population (train, eval, ...) with the same tags, so their curves overlay. A writer is made
+    when its population is first written, so TensorBoard lists no empty runs."""
 
-    def __init__(self, log_dir: pathlib.Path, populations: list[str]):
-        self._writers = {p: tf.summary.create_file_writer(str(log_dir / p)) for p in populations}
+    def __init__(self, log_dir: pathlib.Path):
+        self._log_dir = log_dir
+        self._writers: dict[str, tf.summary.SummaryWriter] = {}
 
     def write(self, round_num: int, population: str, metrics: dict[str, float]) -> None:
+        if population not in self._writers:
+            self._writers[population] = tf.summary.create_file_writer(str(self._log_dir / population))
         with self._writers[population].as_default():
             for name, value in metrics.items():
                 tf.summary.scalar(name, value, step=round_num)
         self._writers[population].flush()
 
-    def replay(self, rows: list[dict[str, str]]) -> None:
-        """Writes the scalars of metrics.csv rows again (a resumed run rebuilds TensorBoard from them)."""
-        for row in rows:
-            for population in self._writers:
-                metrics = {m: float(row[f'{population}_{m}']) for m in METRICS if row.get(f'{population}_{m}')}
-                if metrics:
-                    self.write(int(row['round']), population, metrics)
-
     def close(self) -> None:
         for writer in self._writers.values():
             writer.close()
-
-
-def write_json(path: pathlib.Path, payload: dict) -> None:
-    """Writes JSON through a temporary file and a rename, so readers never see half a file."""
-    tmp = path.with_name(path.name + '.tmp')
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + '\n')
-    os.replace(tmp, path)
 
 
 def hparams_from_run_info(run_info: dict | None) -> dict[str, str | float | int | bool]:

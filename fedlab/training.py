@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import tensorflow_federated as tff
 
-from fedlab import evaluation
+from fedlab import evaluation, interrupts
 from fedlab.algorithms.schedules import LearningRates
 from fedlab.errors import TrainingDiverged
 from fedlab.models import ModelFn
@@ -117,6 +117,7 @@ def run(
     if state is None:
         state = process.initialize()
     for round_num in range(start_round, schedule.rounds + 1):
+        interrupts.raise_if_requested()  # the round boundary, where a Ctrl-C or SIGTERM stops the run
         client_ids = sampler(round_num)
         if learning_rates is not None:
             state = learning_rates.apply(process, state, round_num)

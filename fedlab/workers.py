@@ -152,48 +152,53 @@ class _Watchdogs:
             watchdog.stdin.close()
 
 
-class _Terminated(BaseException):
-    """Raised in the main thread on SIGTERM so that cleanup code runs as it does for Ctrl-C."""
-
-
-_signals_received: list[int] = []
-
-
-def raise_if_signalled() -> None:
-    """Raises again for a SIGINT or SIGTERM whose exception was lost.
-
-    A signal's exception is raised wherever the main thread is; if that is a finalizer (TFF disposes of
-    its remote values in weakref callbacks, with a gRPC call), Python prints "Exception ignored" and
-    carries on. Called between rounds, this stops the run after the round at the latest.
-    """
-    if _signals_received:
-        raise _Terminated() if _signals_received[-1] == signal.SIGTERM else KeyboardInterrupt()
-
-
 @contextlib.contextmanager
 def worker_cleanup():
-    """Runs the body, then stops TFF workers whatever happened: success, error, Ctrl-C or SIGTERM.
+    """Runs the body, then stops TFF workers whatever happened: success, error, Ctrl-C, SIGTERM or SystemExit.
+    While the body runs, each worker has a watchdog that stops it if this process is killed outright (SIGKILL)."""
+    from fedlab import interrupts
 
-    SIGTERM becomes exit status 143 and Ctrl-C 130, after the body's own cleanup has run. While the body
-    runs, each worker has a watchdog that stops it if this process is killed outright (SIGKILL).
-    """
-
-    def on_signal(signum, frame):
-        _signals_received.append(signum)
-        raise_if_signalled()
-
-    previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGTERM, signal.SIGINT)}
     watchdogs = _Watchdogs()
     watchdogs.start()
     try:
         yield
-    except _Terminated:
-        raise SystemExit(128 + signal.SIGTERM)
-    except KeyboardInterrupt:
-        raise SystemExit(128 + signal.SIGINT)
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        _signals_received.clear()
-        watchdogs.stop()
-        stop_workers()
+        with interrupts.uncuttable():  # a Ctrl-C here must not leave a worker running
+            stop_workers()
+            watchdogs.stop()  # after the workers: if fedlab is killed meanwhile, the watchdogs still act
+
+
+class _OwnSessionPopen(subprocess.Popen):
+    """Popen that starts the child in a session of its own, out of the terminal's process group."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault('start_new_session', True)
+        super().__init__(*args, **kwargs)
+
+
+def shield_workers_from_terminal_signals() -> None:
+    """Makes TFF start its worker in a session of its own, so that a Ctrl-C typed in the terminal (sent to the whole
+    foreground process group) reaches fedlab only: fedlab finishes the round, then stops the worker itself.
+
+    TFF 0.87 starts the worker with the `subprocess` module of its executor_factory, with no way to pass Popen
+    options; this swaps in a `subprocess` whose Popen starts a new session. Checked against TFF's version, because
+    it reaches into TFF's internals.
+    """
+    import types
+
+    import tensorflow_federated as tff
+    from tensorflow_federated.python.core.impl.executor_stacks import executor_factory
+
+    if tff.__version__ != SHIELDED_TFF_VERSION:
+        raise RuntimeError(
+            f'fedlab.workers.shield_workers_from_terminal_signals knows TFF {SHIELDED_TFF_VERSION}, not {tff.__version__}'
+        )
+    if executor_factory.subprocess is not subprocess:  # already shielded
+        return
+    shielded = types.ModuleType('subprocess')
+    shielded.__dict__.update(subprocess.__dict__)
+    shielded.Popen = _OwnSessionPopen
+    executor_factory.subprocess = shielded
+
+
+SHIELDED_TFF_VERSION = '0.87.0'

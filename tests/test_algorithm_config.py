@@ -118,7 +118,7 @@ def test_learning_rates_are_set_every_round_and_recorded_in_metrics_csv_and_tens
     rows = recording.read_rows(tmp_path / 'metrics.csv')
     assert [float(r['server_lr']) for r in rows] == pytest.approx([0.01 * 0.1 ** (r / 2) for r in range(3)])
     assert [float(r['client_lr']) for r in rows] == pytest.approx([0.02, 0.02, 0.02 * math.sqrt(10 / 11)])
-    accumulator = EventAccumulator(str(tmp_path / 'tensorboard' / schedules.LearningRates.TENSORBOARD_RUN))
+    accumulator = EventAccumulator(str(tmp_path / 'tensorboard' / schedules.LearningRates.tensorboard_run))
     accumulator.Reload()
     assert set(accumulator.Tags()['tensors']) == {'client_lr', 'server_lr'}
     assert [e.step for e in accumulator.Tensors('server_lr')] == [1, 2, 3]

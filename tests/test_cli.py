@@ -55,10 +55,11 @@ def test_failure_inside_tff_leaves_no_worker(tmp_path):
     assert results['status'] == 'failed' and results['rounds_completed'] == 0
 
 
-def test_sigint_mid_training_exits_130_and_stops_the_worker(tmp_path):
+def test_sigint_finishes_the_round_exits_130_and_a_second_fedlab_on_the_directory_is_refused(tmp_path):
     token = uuid.uuid4().hex
+    run_dir = tmp_path / 'run'
     proc = subprocess.Popen(
-        [str(FEDLAB), 'rounds=500', 'eval_every=0', f'hydra.run.dir={tmp_path}/run'],
+        [str(FEDLAB), 'rounds=500', 'eval_every=0', f'hydra.run.dir={run_dir}'],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env=_env(token),
     )
     # Wait until training has started: the first round line appears.
@@ -69,14 +70,25 @@ def test_sigint_mid_training_exits_130_and_stops_the_worker(tmp_path):
         if line.startswith('round ') or time.monotonic() > deadline:
             break
     assert any(line.startswith('round ') for line in lines), ''.join(lines)[-2000:]
+
+    # A second fedlab on the live run's directory: one line naming it and the owner, exit 2, nothing touched.
+    hydra_record = (run_dir / '.hydra' / 'overrides.yaml').read_text()
+    second = subprocess.run([str(FEDLAB), 'rounds=7', f'hydra.run.dir={run_dir}'], capture_output=True, text=True,
+                            timeout=60, cwd=tmp_path, env=_env(token))  # fmt: skip
+    assert second.returncode == 2
+    assert second.stderr.strip().splitlines() == [f'fedlab: error: {run_dir} is in use by process {proc.pid}']
+    assert (run_dir / '.hydra' / 'overrides.yaml').read_text() == hydra_record
+
     proc.send_signal(signal.SIGINT)
     rest, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, rest[-2000:]
+    assert 'stopping after this round' in rest
     assert not _workers_with_token(token)
-    results = json.loads((tmp_path / 'run' / 'results.json').read_text())
+    results = json.loads((run_dir / 'results.json').read_text())
     assert results['status'] == 'interrupted' and results['rounds_completed'] >= 1
-    rows = (tmp_path / 'run' / 'metrics.csv').read_text().splitlines()
+    rows = (run_dir / 'metrics.csv').read_text().splitlines()
     assert len(rows) == 1 + results['rounds_completed']  # every finished round, no partial row
+    assert f'round_{results["rounds_completed"]}' in os.listdir(run_dir / 'checkpoints')
 
 
 def test_leak_detector_sees_a_worker_that_plain_tff_leaves_behind():

@@ -77,3 +77,29 @@ def test_cli_answers_without_importing_tensorflow(args, expected):
     out, imported = _run_cli_in_process(*args)
     assert expected in out
     assert imported == '[]'
+
+
+HYDRA_FLAGS = [
+    (['--help'], 'model: cifar_cnn, custom, fedavg_cnn, linear, simple_cnn'),
+    (['--hydra-help'], "Use '--cfg hydra' to Show the Hydra config."),
+    (['--cfg', 'job'], 'client_lr: 0.02'),
+    (['--cfg', 'hydra'], 'output_subdir: null'),
+    (['--cfg', 'all'], 'sweep_summary:'),
+    (['--cfg', 'job', '--resolve', 'rounds=7'], 'rounds: 7'),
+    (['--info'], 'Defaults Tree'),
+    (['--info', 'all'], 'Defaults Tree'),
+    (['--info', 'config'], 'client_lr: 0.02'),
+    (['--info', 'defaults'], 'fedlab_schema'),
+    (['--info', 'defaults-tree'], 'fedlab_schema'),
+    (['--info', 'plugins'], 'basic_launcher'),
+    (['--info', 'searchpath'], 'pkg://fedlab.conf'),
+    (['-sc', 'install=bash'], 'complete -o nospace -o default -F hydra_bash_completion fedlab'),
+]
+
+
+@pytest.mark.parametrize('args,expected', HYDRA_FLAGS, ids=[' '.join(a) for a, _ in HYDRA_FLAGS])
+def test_hydras_own_flags_answer_without_tensorflow(args, expected):
+    out, imported = _run_cli_in_process(*args)
+    assert expected in out
+    assert 'error' not in out.lower() and 'Traceback' not in out, out
+    assert imported == '[]'

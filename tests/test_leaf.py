@@ -7,9 +7,9 @@ import pytest
 
 from fedlab.data import leaf
 from fedlab.errors import FedlabError
-from tests.conftest import LEAF_SAMPLE, compose_config
+from tests.conftest import LEAF_SAMPLE, compose_config, needs_leaf_sample
 
-needs_sample = pytest.mark.skipif(not LEAF_SAMPLE.is_dir(), reason=f'{LEAF_SAMPLE} is not on this machine')
+needs_sample = needs_leaf_sample
 
 
 @pytest.fixture(scope='module')

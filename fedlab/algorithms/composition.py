@@ -68,8 +68,8 @@ def compose(
         return state.global_model_weights
 
     @tff.tensorflow.computation(state_type, state_type.global_model_weights)
-    def set_model_weights_fn(state, weights):
-        return state_cls(weights, state.distributor, state.client_work, state.aggregator, state.finalizer)
+    def set_model_weights_fn(state, model_weights):  # TFF's parameter names: the same type signature
+        return state_cls(model_weights, state.distributor, state.client_work, state.aggregator, state.finalizer)
 
     @tff.tensorflow.computation(state_type)
     def get_hparams_fn(state):

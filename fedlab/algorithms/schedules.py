@@ -104,12 +104,12 @@ _LEARNING_RATE = 'learning_rate'  # tff.learning.optimizers' hparams key, the sa
 
 class LearningRates:
     """The client and server learning rate of every round: set in the process's state through
-    `process.set_hparams` before the round (`apply`), and recorded with it (`columns`, `values`; a TensorBoard
-    run of their own, `TENSORBOARD_RUN`). `client` is None for an algorithm without a client optimizer; both
-    None record nothing and change nothing."""
+    `process.set_hparams` before the round (`apply`), and recorded with it (a `recorder.RoundAnnotator`: its
+    `columns` in metrics.csv, the TensorBoard run `tensorboard_run`, its `summary()` in results.json). `client` is
+    None for an algorithm without a client optimizer; both None record nothing and change nothing."""
 
     columns = (CLIENT_LR, SERVER_LR)
-    TENSORBOARD_RUN = 'learning_rate'
+    tensorboard_run = 'learning_rate'
 
     def __init__(self, *, client: Schedule | None, server: Schedule | None):
         self.client = client
@@ -142,3 +142,19 @@ class LearningRates:
                     raise FedlabError(f'{column} cannot be scheduled: this process has no {part} learning rate')
                 self._hparams[part][_LEARNING_RATE] = np.float32(rates[column])
         return process.set_hparams(state, self._hparams)
+
+    # recorder.RoundAnnotator
+    def round_values(self, round_num: int, client_ids: list[str]) -> dict[str, float]:
+        del client_ids
+        return self.values(round_num)
+
+    def restore(self, row: dict[str, str] | None) -> None:
+        """Nothing to restore: the rates are a function of the round number."""
+
+    def summary(self) -> dict:
+        """The schedules, for results.json."""
+        return {
+            side: {'schedule': type(schedule).__name__, **dataclasses.asdict(schedule)}
+            for side, schedule in (('client', self.client), ('server', self.server))
+            if schedule is not None and schedule.learning_rate is not None
+        }

@@ -1,0 +1,83 @@
+"""Ctrl-C and SIGTERM: inside a training loop the first one is a request honoured at the round boundary, a second
+one stops at once, and sections that must not be cut finish first."""
+
+import os
+import signal
+
+import pytest
+
+from fedlab import interrupts
+
+
+def _send(signum=signal.SIGINT):
+    os.kill(os.getpid(), signum)  # delivered to the main thread before the next bytecode
+
+
+def test_outside_a_training_loop_a_signal_stops_at_once_with_its_exit_code():
+    for signum, code in [(signal.SIGINT, 130), (signal.SIGTERM, 143)]:
+        reached = False
+        with pytest.raises(SystemExit) as exit_info:
+            with interrupts.handled():
+                _send(signum)
+                reached = True
+        assert exit_info.value.code == code and not reached
+
+
+def test_in_a_training_loop_the_first_signal_waits_for_the_round_boundary(capsys):
+    steps = []
+    with pytest.raises(SystemExit) as exit_info:
+        with interrupts.handled(), interrupts.round_boundaries():
+            for round_num in (1, 2, 3):
+                interrupts.raise_if_requested()  # the boundary
+                steps.append(f'{round_num} start')
+                if round_num == 2:
+                    _send()
+                steps.append(f'{round_num} end')
+    assert exit_info.value.code == 130
+    assert steps == ['1 start', '1 end', '2 start', '2 end']  # round 2 finished, round 3 never started
+    assert 'stopping after this round' in capsys.readouterr().err
+
+
+def test_a_second_signal_stops_at_once_but_not_inside_an_uncuttable_section():
+    steps = []
+    with pytest.raises(SystemExit):
+        with interrupts.handled(), interrupts.round_boundaries():
+            _send()
+            steps.append('after first')
+            with interrupts.uncuttable():
+                _send()
+                steps.append('checkpoint written')  # the second signal waits for the section to end
+            steps.append('never')
+    assert steps == ['after first', 'checkpoint written']
+
+
+def test_sigterm_waits_like_ctrl_c_and_exits_143():
+    with pytest.raises(SystemExit) as exit_info:
+        with interrupts.handled(), interrupts.round_boundaries():
+            _send(signal.SIGTERM)
+            finished_round = True
+            interrupts.raise_if_requested()
+    assert finished_round and exit_info.value.code == 143
+
+
+@pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')  # the ignored KeyboardInterrupt
+def test_a_ctrl_c_lost_in_a_finalizer_still_stops_the_run_at_the_boundary():
+    class InterruptedWhileFinalized:
+        def __del__(self):  # Python ignores (prints) exceptions raised here, KeyboardInterrupt included
+            _send()
+
+    with pytest.raises(SystemExit) as exit_info:
+        with interrupts.handled():
+            InterruptedWhileFinalized()
+            reached_the_round_boundary = True
+            interrupts.raise_if_requested()
+    assert reached_the_round_boundary and exit_info.value.code == 130
+
+
+def test_handlers_are_restored_and_requests_forgotten_after_the_body():
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(SystemExit):
+        with interrupts.handled(), interrupts.round_boundaries():
+            _send()
+            interrupts.raise_if_requested()
+    assert signal.getsignal(signal.SIGINT) is before and not interrupts.stop_requested()
