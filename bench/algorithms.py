@@ -29,7 +29,7 @@ def _processes(model_fn, client_inputs: str, batch_size: int, baseline_commit: s
     builders = {
         'fedavg': lambda: fedavg.build_fed_avg(model_fn, sgd(), optimizers.sgd(1.0), **common_kw),
         'fedprox mu=0.01': lambda: fedprox.build_fed_prox(model_fn, sgd(), optimizers.sgd(1.0), mu=0.01, **common_kw),
-        'fedavgm (server sgd m=0.9)': lambda: fedavg.build_fed_avg(model_fn, sgd(), optimizers.sgd(0.3, 0.9), **common_kw),
+        'fedavgm': lambda: fedavg.build_fed_avg(model_fn, sgd(), optimizers.sgd(0.3, 0.9), **common_kw),
         'fedadam': lambda: fedavg.build_fed_avg(model_fn, sgd(), optimizers.adam(0.003, epsilon=1e-3), **common_kw),
         'fedyogi': lambda: fedavg.build_fed_avg(model_fn, sgd(), optimizers.yogi(0.003), **common_kw),
         'fedadagrad': lambda: fedavg.build_fed_avg(model_fn, sgd(), optimizers.adagrad(0.1, 1e-6, 0.0), **common_kw),
@@ -72,7 +72,8 @@ def main(argv=None) -> list[str]:
     arrays = common.synthetic_clients(args.clients, args.examples)
     data = federated_data.client_data_from_arrays(arrays)
     config = client_data.PipelineConfig(epochs=1, batch_size=20)
-    inputs = client_data.CLIENT_INPUTS[args.client_inputs](data, functools.partial(client_data.train_pipeline, config=config))
+    pipeline = functools.partial(client_data.train_pipeline, config=config)
+    inputs = client_data.CLIENT_INPUTS[args.client_inputs](data, pipeline)
     model_fn = models.keras_model_fn((28, 28, 1), 10, architecture=args.model)
     processes = _processes(model_fn, args.client_inputs, config.batch_size, args.baseline_commit)
     states = {name: p.initialize() for name, p in processes.items()}

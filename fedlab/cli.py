@@ -48,9 +48,14 @@ def train(cfg: DictConfig, run_dir: pathlib.Path, run_info: dict | None = None):
 
     # 2. Model: the group's factory takes the data's image shape and class count.
     model_fn = instantiate(cfg.model)(data.image_shape, data.num_classes, seed=cfg.seed)
-    # 3. The algorithm's builder with its optimizers (fedlab.algorithms), the update aggregator, the client sampler.
+    # 3. The algorithm's builder (fedlab.algorithms) with the optimizers it takes, the update aggregator, the sampler.
+    optimizers = {f'{side}_optimizer': optimizer(cfg, side) for side in ('client', 'server')}
     build_process = functools.partial(
-        instantiate(cfg.algorithm), model_fn, model_aggregator=instantiate(cfg.aggregator), weighting=cfg.weighting
+        instantiate(cfg.algorithm),
+        model_fn,
+        **{name: built for name, built in optimizers.items() if built is not None},  # FedSGD has no client optimizer
+        model_aggregator=instantiate(cfg.aggregator),
+        weighting=cfg.weighting,
     )
     sampler = instantiate(cfg.sampling)(data.client_ids, cfg.clients_per_round)
     # 4. Train, evaluate and write the run directory.
@@ -77,11 +82,28 @@ def train(cfg: DictConfig, run_dir: pathlib.Path, run_info: dict | None = None):
     )
 
 
+def optimizer(cfg: DictConfig, side: str):
+    """The `client` or `server` optimizer: its group's callable with `{side}_lr` and, where set (SGD),
+    `{side}_momentum`; None where the algorithm has none."""
+    from hydra.utils import instantiate
+
+    if cfg[f'{side}_optimizer'] is None:
+        return None
+    momentum = cfg[f'{side}_momentum']
+    rates = {'learning_rate': cfg[f'{side}_lr'], **({} if momentum is None else {'momentum': momentum})}
+    return instantiate(cfg[f'{side}_optimizer'], **rates)
+
+
 def learning_rates(cfg: DictConfig):
-    """The client and server learning-rate schedules (`algorithms.schedules`, no TensorFlow)."""
+    """The client and server learning rates per round (`algorithms.schedules`, no TensorFlow)."""
     from fedlab.algorithms.schedules import LearningRates
 
-    return LearningRates(client=_instantiate(cfg.client_lr_schedule), server=_instantiate(cfg.server_lr_schedule))
+    return LearningRates(
+        client_lr=cfg.client_lr,
+        server_lr=cfg.server_lr,
+        client=_instantiate(cfg.client_lr_schedule),
+        server=_instantiate(cfg.server_lr_schedule),
+    )
 
 
 def _instantiate(node):

@@ -66,7 +66,7 @@ def train_and_evaluate(
             cleanup.enter_context(run)  # last out: results.json says how the run ended, whenever that was
             # 1. The learning process, and what each round transmits (read from the process, see ledger.measure).
             process = build_process(client_inputs=pipeline.client_inputs, batch_size=pipeline.batch_size)
-            learning_rates = learning_rates or LearningRates(client=None, server=None)
+            learning_rates = learning_rates or LearningRates()  # none given: none recorded or set
             if print_type_signature:
                 print(process.initialize.type_signature.formatted_representation())
             communication = ledger.Ledger(ledger.measure(process))

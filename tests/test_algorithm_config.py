@@ -58,27 +58,32 @@ def test_meaningful_combinations_compose_and_pass_the_checks(overrides, tmp_path
 
 
 def test_server_lr_and_momentum_still_set_sgd_and_each_optimizer_has_its_own_default():
-    sgd = compose_config(['server_lr=0.5', 'server_momentum=0.9']).server_optimizer
-    assert (sgd._target_, sgd.learning_rate, sgd.momentum) == ('fedlab.algorithms.optimizers.sgd', 0.5, 0.9)
-    adam = compose_config(['server_optimizer=adam'])
-    assert adam.server_lr == adam.server_optimizer.learning_rate == 0.00316 and adam.server_momentum is None
-    assert compose_config(['server_optimizer=adam', 'server_lr=0.01']).server_optimizer.learning_rate == 0.01
-    assert compose_config(['algorithm=mime_lite']).algorithm.base_optimizer.momentum == 0.9
+    sgd = cli.optimizer(compose_config(['server_lr=0.5', 'server_momentum=0.9']), 'server')
+    assert sgd.get_hparams(sgd.initialize(())) == {'learning_rate': 0.5, 'momentum': 0.9}
+    adam_config = compose_config(['server_optimizer=adam'])
+    assert adam_config.server_lr == 0.00316 and adam_config.server_momentum is None
+    adam = cli.optimizer(compose_config(['server_optimizer=adam', 'server_lr=0.01']), 'server')
+    assert {k: float(v) for k, v in adam.get_hparams(adam.initialize(())).items()} == pytest.approx(
+        {'learning_rate': 0.01, 'beta_1': 0.9, 'beta_2': 0.999, 'epsilon': 1e-3}
+    )
+    mime = compose_config(['algorithm=mime_lite'])
+    assert mime.client_momentum == 0.9 and cli.optimizer(mime, 'client') is not None
+    assert cli.optimizer(compose_config(['algorithm=fedsgd']), 'client') is None
 
 
-def test_schedules_are_functions_of_the_round():
-    constant = schedules.Constant(0.1, warmup_rounds=4)
-    assert [constant(r) for r in (1, 2, 4, 5, 100)] == pytest.approx([0.025, 0.05, 0.1, 0.1, 0.1])
-    decay = schedules.ExponentialDecay(1.0, decay_rate=0.5, decay_rounds=10)
+def test_schedules_are_factors_of_the_round():
+    constant = schedules.Constant(warmup_rounds=4)
+    assert [constant(r) for r in (1, 2, 4, 5, 100)] == pytest.approx([0.25, 0.5, 1.0, 1.0, 1.0])
+    decay = schedules.ExponentialDecay(decay_rate=0.5, decay_rounds=10)
     assert [decay(r) for r in (1, 11, 21)] == pytest.approx([1.0, 0.5, 0.25])
     assert decay(6) == pytest.approx(0.5**0.5)
-    stairs = schedules.ExponentialDecay(1.0, decay_rate=0.5, decay_rounds=10, staircase=True, warmup_rounds=2)
+    stairs = schedules.ExponentialDecay(decay_rate=0.5, decay_rounds=10, staircase=True, warmup_rounds=2)
     assert [stairs(r) for r in (1, 2, 3, 12, 13)] == pytest.approx([0.5, 1.0, 1.0, 1.0, 0.5])
-    inverse = schedules.InverseSqrt(1.0, timescale_rounds=10)
+    inverse = schedules.InverseSqrt(timescale_rounds=10)
     assert [inverse(r) for r in (1, 31)] == pytest.approx([1.0, 0.5])
-    assert not schedules.Constant(0.1).varies and schedules.Constant(None)(3) is None
+    assert not schedules.Constant().varies and schedules.ExponentialDecay(decay_rate=0.5).varies
     with pytest.raises(FedlabError, match='decay_rounds=0 is not allowed'):
-        schedules.ExponentialDecay(1.0, decay_rounds=0)
+        schedules.ExponentialDecay(decay_rounds=0)
 
 
 def test_learning_rates_are_set_through_the_processs_hparams_only_when_they_vary():
@@ -94,14 +99,15 @@ def test_learning_rates_are_set_through_the_processs_hparams_only_when_they_vary
             return state + 1
 
     process = Process()
-    constant = schedules.LearningRates(client=schedules.Constant(0.1), server=schedules.Constant(1.0))
+    constant = schedules.LearningRates(client_lr=0.1, server_lr=1.0)
     assert constant.apply(process, 0, 1) == 0 and not process.calls
     assert constant.values(7) == {'client_lr': 0.1, 'server_lr': 1.0}
-    decaying = schedules.LearningRates(client=schedules.Constant(None), server=schedules.InverseSqrt(1.0, 10))
-    assert decaying.apply(process, 0, 31) == 1
+    fedsgd = schedules.LearningRates(client_lr=None, server_lr=1.0, server=schedules.InverseSqrt(10))
+    assert fedsgd.apply(process, 0, 31) == 1
     assert process.calls[-1]['finalizer']['learning_rate'] == pytest.approx(0.5)
     assert process.calls[-1]['client_work'] == {'learning_rate': 0.0, 'momentum': 0.9}  # FedSGD: no client rate
-    assert decaying.values(31) == {'server_lr': pytest.approx(0.5)}
+    assert fedsgd.values(31) == {'server_lr': pytest.approx(0.5)}
+    assert set(fedsgd.summary()) == {'server_lr'} and fedsgd.summary()['server_lr']['schedule'] == 'InverseSqrt'
 
 
 def test_learning_rates_are_set_every_round_and_recorded_in_metrics_csv_and_tensorboard(tmp_path):
@@ -184,9 +190,9 @@ def test_a_sweep_over_server_optimizers_records_which_ran_with_its_hyperparamete
         name = results['choices']['server_optimizer']
         optimizer = results['config']['server_optimizer']
         assert optimizer['_target_'] == f'fedlab.algorithms.optimizers.{name}'
-        assert optimizer['learning_rate'] == results['config']['server_lr']
-        saved = yaml.safe_load((run / '.hydra' / 'config.yaml').read_text())['server_optimizer']
-        assert saved['_target_'] == optimizer['_target_'] and 'learning_rate' in saved
+        assert results['learning_rate']['server_lr']['learning_rate'] == results['config']['server_lr']
+        saved = yaml.safe_load((run / '.hydra' / 'config.yaml').read_text())
+        assert saved['server_optimizer'] == optimizer and saved['server_lr'] == results['config']['server_lr']
         if name != 'sgd':
             assert 'epsilon' in optimizer and results['config']['server_momentum'] is None
         seen.add(name)

@@ -31,7 +31,9 @@ ALGORITHMS = ['fedavg', 'fedprox', 'fedsgd', 'mime_lite']
 def _data():
     rng = np.random.default_rng(0)
     sizes = {'c0': 9, 'c1': 13, 'c2': 6}
-    arrays = {c: (rng.random((n, *IMAGE), np.float32), rng.integers(0, 10, n).astype(np.int32)) for c, n in sizes.items()}
+    arrays = {
+        c: (rng.random((n, *IMAGE), np.float32), rng.integers(0, 10, n).astype(np.int32)) for c, n in sizes.items()
+    }
     return federated_data.client_data_from_arrays(arrays)
 
 
@@ -66,7 +68,8 @@ def _build(algorithm: str, server: str, client_inputs: str, *, weighting: str, a
         work = client_work.build_model_delta_client_work(
             model_fn, client_optimizer, inputs, weighting=weighting, proximal_strength=-MU
         )
-        return composition.compose(model_fn, work, aggregation.as_weighted(common['model_aggregator']), server_optimizer)
+        aggregator_ = aggregation.as_weighted(common['model_aggregator'])
+        return composition.compose(model_fn, work, aggregator_, server_optimizer)
     common.update(client_inputs=client_inputs, batch_size=BATCH)
     if algorithm == 'fedavg':
         return fedavg.build_fed_avg(model_fn, client_optimizer, server_optimizer, **common)
@@ -148,7 +151,8 @@ def test_fast_paths_train_as_tffs_builders(algorithm, server, fast_paths, weight
         cost = runs['shards'][2]
         assert cost.bits_per_client(ledger.UPLINK) == 2 * (32 * NUM_WEIGHTS + 32) + METRICS_BITS
         assert cost.bits_per_client(ledger.DOWNLINK) == 2 * 32 * NUM_WEIGHTS + 2 * 32
-        model_sized = [t for t in cost.transfers if t.direction == ledger.UPLINK and t.bits_per_client >= 32 * NUM_WEIGHTS]
+        uploads = [t for t in cost.transfers if t.direction == ledger.UPLINK]
+        model_sized = [t for t in uploads if t.bits_per_client >= 32 * NUM_WEIGHTS]
         assert len(model_sized) == 2
 
 

@@ -76,7 +76,8 @@ def _build_model_delta_update(model_fn: ModelFn, batch_size: int, *, weighting: 
             gradients = tuple(tf.nest.flatten(tape.gradient(output.loss, model_weights.trainable)))
             if proximal_strength:  # FedProx: the gradient of mu/2 ||w - w_server||^2
                 gradients = tuple(
-                    g + proximal_strength * (w - w_server) for g, w, w_server in zip(gradients, trainable, server_trainable)
+                    g + proximal_strength * (w - w_server)
+                    for g, w, w_server in zip(gradients, trainable, server_trainable)
                 )
             optimizer_state, updated = optimizer.next(optimizer_state, trainable, gradients)
             _assign(trainable, updated)

@@ -36,7 +36,11 @@ def compose(
         weights = tff.federated_eval(initial_model_weights_fn, tff.SERVER)
         return tff.federated_zip(
             state_cls(
-                weights, distributor.initialize(), client_work.initialize(), aggregator.initialize(), finalizer.initialize()
+                weights,
+                distributor.initialize(),
+                client_work.initialize(),
+                aggregator.initialize(),
+                finalizer.initialize(),
             )
         )
 

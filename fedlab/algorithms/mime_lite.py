@@ -15,7 +15,7 @@ from fedlab.models import ModelFn
 
 def build_mime_lite(
     model_fn: ModelFn,
-    base_optimizer: tff.learning.optimizers.Optimizer,
+    client_optimizer: tff.learning.optimizers.Optimizer,
     server_optimizer: tff.learning.optimizers.Optimizer,
     *,
     model_aggregator: AggregationFactory | None = None,
@@ -24,26 +24,28 @@ def build_mime_lite(
     client_inputs: str = 'shards',
     batch_size: int = 20,
 ) -> tff.learning.templates.LearningProcess:
-    """`client_inputs='dataset'`: TFF's `build_weighted_mime_lite` (`build_unweighted_mime_lite` when both
-    aggregators are unweighted). The process's hyper-parameters include the base optimizer's (TFF's own omit
-    them): `get_hparams(state)['client_work']['learning_rate']` is the client learning rate."""
+    """`client_optimizer` is Mime's base optimizer (its state lives at the server). `client_inputs='dataset'`:
+    TFF's `build_weighted_mime_lite` (`build_unweighted_mime_lite` when both aggregators are unweighted). The
+    process's hyper-parameters include the base optimizer's (TFF's own omit them):
+    `get_hparams(state)['client_work']['learning_rate']` is the client learning rate."""
     aggregation.check_weighting(weighting, model_aggregator)
     aggregation.check_weighting(weighting, full_gradient_aggregator, role='full_gradient_aggregator')
     inputs = composition.fast_inputs(client_inputs, batch_size)
     if inputs is not None:
         work = client_work.build_mime_lite_client_work(
             model_fn,
-            base_optimizer,
+            client_optimizer,
             inputs,
             weighting=weighting,
             full_gradient_aggregator=aggregation.as_weighted(full_gradient_aggregator),
         )
         return composition.compose(model_fn, work, aggregation.as_weighted(model_aggregator), server_optimizer)
     factories = (model_aggregator, full_gradient_aggregator)
-    if any(map(aggregation.is_unweighted, factories)) and all(f is None or aggregation.is_unweighted(f) for f in factories):
+    unweighted = [f is not None and aggregation.is_unweighted(f) for f in factories]
+    if any(unweighted) and all(u or f is None for u, f in zip(unweighted, factories)):
         process = tff.learning.algorithms.build_unweighted_mime_lite(
             model_fn,
-            base_optimizer,
+            client_optimizer,
             server_optimizer,
             model_aggregator=model_aggregator,
             full_gradient_aggregator=full_gradient_aggregator,
@@ -51,13 +53,13 @@ def build_mime_lite(
     else:
         process = tff.learning.algorithms.build_weighted_mime_lite(
             model_fn,
-            base_optimizer,
+            client_optimizer,
             server_optimizer,
             client_weighting=aggregation.client_weighting(weighting),
             model_aggregator=aggregation.as_weighted(model_aggregator),
             full_gradient_aggregator=aggregation.as_weighted(full_gradient_aggregator),
         )
-    return _with_base_optimizer_hparams(process, base_optimizer)
+    return _with_base_optimizer_hparams(process, client_optimizer)
 
 
 def _with_base_optimizer_hparams(

@@ -1,9 +1,10 @@
 """Learning rates per round for the client and the server optimizer, applied between rounds.
 
-A schedule is a frozen dataclass and a pure function of the round number (1, 2, ...), so a resumed run, which
-sets the learning rates again at the start of every round, continues exactly where the interrupted one was.
-Every schedule can start with a linear warm-up: rounds 1..warmup_rounds take learning_rate * round /
-warmup_rounds; the decay then counts the rounds after the warm-up (`s` below, 0 in the first of them).
+A schedule is a frozen dataclass and a pure function of the round number (1, 2, ...): the factor that multiplies
+the optimizer's learning rate (`client_lr`, `server_lr`) in that round. A resumed run, which sets the learning
+rates again at the start of every round, continues exactly where the interrupted one was. Every schedule can start
+with a linear warm-up: rounds 1..warmup_rounds take round / warmup_rounds; the decay then counts the rounds after
+the warm-up (`s` below, 0 in the first of them).
 
 No TensorFlow here: the CLI builds the schedules to check their values before TensorFlow loads.
 """
@@ -16,15 +17,14 @@ from fedlab.errors import FedlabError
 
 @dataclasses.dataclass(frozen=True)
 class Constant:
-    """learning_rate every round (after the warm-up, if any)."""
+    """The optimizer's learning rate every round (after the warm-up, if any)."""
 
-    learning_rate: float | None
     warmup_rounds: int = 0
 
     def __post_init__(self):
         _check(self, 'warmup_rounds', self.warmup_rounds >= 0, 'an integer >= 0')
 
-    def __call__(self, round_num: int) -> float | None:
+    def __call__(self, round_num: int) -> float:
         return _warmed_up(self, round_num, lambda rounds_after_warmup: 1.0)
 
     @property
@@ -34,9 +34,8 @@ class Constant:
 
 @dataclasses.dataclass(frozen=True)
 class ExponentialDecay:
-    """learning_rate * decay_rate ** (s / decay_rounds); with `staircase`, the exponent is rounded down."""
+    """decay_rate ** (s / decay_rounds) times the learning rate; with `staircase`, the exponent is rounded down."""
 
-    learning_rate: float | None
     decay_rate: float = 0.1
     decay_rounds: int = 500
     staircase: bool = False
@@ -47,7 +46,7 @@ class ExponentialDecay:
         _check(self, 'decay_rounds', self.decay_rounds >= 1, 'an integer >= 1')
         _check(self, 'warmup_rounds', self.warmup_rounds >= 0, 'an integer >= 0')
 
-    def __call__(self, round_num: int) -> float | None:
+    def __call__(self, round_num: int) -> float:
         def factor(rounds_after_warmup: int) -> float:
             exponent = rounds_after_warmup / self.decay_rounds
             return self.decay_rate ** (math.floor(exponent) if self.staircase else exponent)
@@ -61,9 +60,8 @@ class ExponentialDecay:
 
 @dataclasses.dataclass(frozen=True)
 class InverseSqrt:
-    """learning_rate * sqrt(timescale_rounds / (timescale_rounds + s)): halves after 3 x timescale_rounds."""
+    """sqrt(timescale_rounds / (timescale_rounds + s)) times the learning rate: halved after 3 x timescale_rounds."""
 
-    learning_rate: float | None
     timescale_rounds: int = 10
     warmup_rounds: int = 0
 
@@ -71,10 +69,8 @@ class InverseSqrt:
         _check(self, 'timescale_rounds', self.timescale_rounds >= 1, 'an integer >= 1')
         _check(self, 'warmup_rounds', self.warmup_rounds >= 0, 'an integer >= 0')
 
-    def __call__(self, round_num: int) -> float | None:
-        return _warmed_up(
-            self, round_num, lambda s: math.sqrt(self.timescale_rounds / (self.timescale_rounds + s))
-        )
+    def __call__(self, round_num: int) -> float:
+        return _warmed_up(self, round_num, lambda s: math.sqrt(self.timescale_rounds / (self.timescale_rounds + s)))
 
     @property
     def varies(self) -> bool:
@@ -84,12 +80,11 @@ class InverseSqrt:
 Schedule = Constant | ExponentialDecay | InverseSqrt
 
 
-def _warmed_up(schedule, round_num: int, decay) -> float | None:
-    if schedule.learning_rate is None:  # no such optimizer (e.g. FedSGD's clients)
-        return None
+def _warmed_up(schedule, round_num: int, decay) -> float:
+    """The factor of round `round_num` (1, 2, ...) that multiplies the optimizer's learning rate."""
     if round_num <= schedule.warmup_rounds:
-        return schedule.learning_rate * round_num / schedule.warmup_rounds
-    return schedule.learning_rate * decay(round_num - 1 - schedule.warmup_rounds)
+        return round_num / schedule.warmup_rounds
+    return decay(round_num - 1 - schedule.warmup_rounds)
 
 
 def _check(schedule, key: str, allowed: bool, what: str) -> None:
@@ -105,26 +100,31 @@ _LEARNING_RATE = 'learning_rate'  # tff.learning.optimizers' hparams key, the sa
 class LearningRates:
     """The client and server learning rate of every round: set in the process's state through
     `process.set_hparams` before the round (`apply`), and recorded with it (a `recorder.RoundAnnotator`: its
-    `columns` in metrics.csv, the TensorBoard run `tensorboard_run`, its `summary()` in results.json). `client` is
-    None for an algorithm without a client optimizer; both None record nothing and change nothing."""
+    `columns` in metrics.csv, the TensorBoard run `tensorboard_run`, its `summary()` in results.json): `client_lr`
+    times the `client` schedule's factor, `server_lr` times `server`'s (default: constant). A learning rate of None
+    (FedSGD's clients have none) is neither set nor recorded."""
 
     columns = (CLIENT_LR, SERVER_LR)
     tensorboard_run = 'learning_rate'
 
-    def __init__(self, *, client: Schedule | None, server: Schedule | None):
-        self.client = client
-        self.server = server
+    def __init__(
+        self,
+        *,
+        client_lr: float | None = None,
+        server_lr: float | None = None,
+        client: Schedule | None = None,
+        server: Schedule | None = None,
+    ):
+        self._rates = {CLIENT_LR: (client_lr, client or Constant()), SERVER_LR: (server_lr, server or Constant())}
         self._hparams = None  # the process's hyper-parameters, read once; only the learning rates change
 
     @property
     def varies(self) -> bool:
-        return any(s is not None and s.varies for s in (self.client, self.server))
+        return any(lr is not None and schedule.varies for lr, schedule in self._rates.values())
 
     def values(self, round_num: int) -> dict[str, float]:
         """The round's learning rates, by column (an absent optimizer's is left out)."""
-        rates = {CLIENT_LR: self.client, SERVER_LR: self.server}
-        rates = {column: schedule(round_num) if schedule else None for column, schedule in rates.items()}
-        return {column: rate for column, rate in rates.items() if rate is not None}
+        return {column: lr * schedule(round_num) for column, (lr, schedule) in self._rates.items() if lr is not None}
 
     def apply(self, process, state, round_num: int):
         """The state with the round's learning rates set. Constant schedules leave the state as it is (the
@@ -154,7 +154,7 @@ class LearningRates:
     def summary(self) -> dict:
         """The schedules, for results.json."""
         return {
-            side: {'schedule': type(schedule).__name__, **dataclasses.asdict(schedule)}
-            for side, schedule in (('client', self.client), ('server', self.server))
-            if schedule is not None and schedule.learning_rate is not None
+            column: {'learning_rate': lr, 'schedule': type(schedule).__name__, **dataclasses.asdict(schedule)}
+            for column, (lr, schedule) in self._rates.items()
+            if lr is not None
         }
