@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import tensorflow_federated as tff
 
-from fedlab import evaluation, interrupts
+from fedlab import evaluation, interrupts, tff_serialization
 from fedlab.algorithms.schedules import LearningRates
 from fedlab.errors import TrainingDiverged
 from fedlab.models import ModelFn
@@ -114,6 +114,7 @@ def run(
     receives every round's result and the state after it as soon as the round is complete.
     Returns the final state. Raises TrainingDiverged, before `on_round`, for a non-finite round.
     """
+    tff_serialization.install()  # the state crosses to TFF's worker every round: serialize it without copies
     if state is None:
         state = process.initialize()
     for round_num in range(start_round, schedule.rounds + 1):
