@@ -59,6 +59,10 @@ def _build(algorithm: str, server: str, client_inputs: str, *, weighting: str, a
     client_optimizer = optimizers.sgd(0.1, momentum=0.5)
     common = dict(model_aggregator=_aggregator(aggregator), weighting=weighting)
     if algorithm == 'fedprox':
+        if client_inputs == 'dataset' and aggregation.is_unweighted(common['model_aggregator']):
+            return tff.learning.algorithms.build_unweighted_fed_prox(
+                model_fn, MU, client_optimizer, server_optimizer, model_aggregator=common['model_aggregator']
+            )
         if client_inputs == 'dataset':
             return tff.learning.algorithms.build_weighted_fed_prox(
                 model_fn, MU, client_optimizer, server_optimizer,
