@@ -15,7 +15,7 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from fedlab import checkpoints, heap, interrupts, rundir, schema, seeds, sweep, workers
+from fedlab import checkpoints, heap, interrupts, launchers, privacy, rundir, schema, seeds, sweep, workers
 from fedlab.algorithms import combinations
 from fedlab.errors import FedlabError, RunStopped
 
@@ -29,7 +29,6 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')  # TensorFlow's C++ start-up 
 # googleapis (imported by TFF) imports pkg_resources, which setuptools 80 deprecates on every start: not the user's
 # concern (setuptools stays below 81 for TensorBoard, see pyproject.toml).
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
-_MAIN_PID = 'FEDLAB_MAIN_PID'  # the launching process, inherited by a launcher's worker processes
 
 
 def train(cfg: DictConfig, run_dir: pathlib.Path, run_info: dict | None = None):
@@ -44,7 +43,7 @@ def train(cfg: DictConfig, run_dir: pathlib.Path, run_info: dict | None = None):
             f' clients of data={data.name}'
         )
 
-    from fedlab import client_data, experiment, training
+    from fedlab import accounting, client_data, experiment, training
 
     # 2. Model: the group's factory takes the data's image shape and class count.
     model_fn = instantiate(cfg.model)(data.image_shape, data.num_classes, seed=cfg.seed)
@@ -58,28 +57,31 @@ def train(cfg: DictConfig, run_dir: pathlib.Path, run_info: dict | None = None):
         weighting=cfg.weighting,
     )
     sampler = instantiate(cfg.sampling)(data.client_ids, cfg.clients_per_round)
-    # 4. Train, evaluate and write the run directory.
-    return experiment.train_and_evaluate(
-        data,
-        model_fn,
-        sampler,
-        run_dir,
-        build_process=build_process,
-        learning_rates=learning_rates(cfg),
-        pipeline=client_data.PipelineConfig(
-            epochs=cfg.client_epochs or 1,  # null with FedSGD: one pass for the average gradient
-            batch_size=cfg.batch_size, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed,
-            client_inputs=cfg.client_inputs,
-        ),
-        schedule=training.Schedule(
-            rounds=cfg.rounds, clients_per_round=cfg.clients_per_round, eval_every=cfg.eval_every
-        ),
-        checkpoint_every=cfg.checkpoint_every,
-        eval_on_train=cfg.task.eval_on_train,
-        print_type_signature=cfg.print_type_signature,
-        config=_identity(cfg),
-        run_info=run_info,
-    )
+    dp_settings = privacy.settings(OmegaConf.to_container(cfg, resolve=True), population=len(data.client_ids))
+    # 4. Train, evaluate and write the run directory, on this machine's TFF worker or remote ones (runtime).
+    with instantiate(cfg.runtime).activate(client_inputs=cfg.client_inputs):
+        return experiment.train_and_evaluate(
+            data,
+            model_fn,
+            sampler,
+            run_dir,
+            build_process=build_process,
+            learning_rates=learning_rates(cfg),
+            pipeline=client_data.PipelineConfig(
+                epochs=cfg.client_epochs or 1,  # null with FedSGD: one pass for the average gradient
+                batch_size=cfg.batch_size, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed,
+                client_inputs=cfg.client_inputs,
+            ),
+            schedule=training.Schedule(
+                rounds=cfg.rounds, clients_per_round=cfg.clients_per_round, eval_every=cfg.eval_every
+            ),
+            checkpoint_every=cfg.checkpoint_every,
+            eval_on_train=cfg.task.eval_on_train,
+            print_type_signature=cfg.print_type_signature,
+            config=_identity(cfg),
+            run_info=run_info,
+            privacy_ledger=accounting.PrivacyLedger(dp_settings) if dp_settings else None,
+        )
 
 
 def optimizer(cfg: DictConfig, side: str):
@@ -122,6 +124,7 @@ def _identity(cfg: DictConfig) -> dict:
     """The settings that define a run: a checkpoint is resumed only under the same ones."""
     config = OmegaConf.to_container(cfg, resolve=True)
     config.pop('resume', None)
+    config.pop('runtime', None)  # where it ran: a run may resume on other workers, or locally
     return config
 
 
@@ -196,6 +199,8 @@ ALGORITHM_GROUPS = ('algorithm', 'client_optimizer', 'server_optimizer', 'client
 
 def check_before_tensorflow(cfg: DictConfig, run_dir: pathlib.Path) -> None:
     """The checks that need no data and no TensorFlow, so that bad input is reported in a second."""
+    from hydra.utils import instantiate
+
     values = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if not isinstance(v, dict)}
     schema.check_ranges(values)
     for group in ('data', 'model', 'aggregator', 'sampling', *ALGORITHM_GROUPS):
@@ -203,6 +208,8 @@ def check_before_tensorflow(cfg: DictConfig, run_dir: pathlib.Path) -> None:
         module = target.rpartition('.')[0] if target else ''
         if target and (not module or importlib.util.find_spec(module) is None):  # finds, does not import
             raise FedlabError(f'{group}._target_={target}: no such module {module!r}')
+    for warning in privacy.check(OmegaConf.to_container(cfg, resolve=True)):  # DP's assumptions
+        print(f'fedlab: warning: {warning}', file=sys.stderr)
     num_clients = cfg.data.get('num_clients')
     if isinstance(num_clients, int) and cfg.clients_per_round > num_clients:
         raise FedlabError(
@@ -216,6 +223,7 @@ def check_before_tensorflow(cfg: DictConfig, run_dir: pathlib.Path) -> None:
                 raise FedlabError(f'data.{key}={value}: no such file or directory')
     combinations.check(OmegaConf.to_container(cfg, resolve=True))  # what fits together (fedlab.algorithms)
     learning_rates(cfg)  # the schedules check their own values
+    instantiate(cfg.runtime).check(client_inputs=cfg.client_inputs)  # runtime=remote: workers, client inputs
     if cfg.resume is not None and not (run_dir / 'checkpoints').is_dir():
         raise FedlabError(f'resume={cfg.resume}: no fedlab run with checkpoints there')
     if cfg.task.name == 'train':
@@ -224,14 +232,12 @@ def check_before_tensorflow(cfg: DictConfig, run_dir: pathlib.Path) -> None:
 
 @hydra.main(version_base='1.3', config_path='pkg://fedlab.conf', config_name='config')
 def _hydra_main(cfg: DictConfig) -> float | None:
-    if os.environ.get(_MAIN_PID, str(os.getpid())) == str(os.getpid()):
+    if launchers.job_runs_in_launching_process(HydraConfig.get()):
         return _run_job(cfg)
-    # A launcher's worker process (e.g. joblib's): main()'s cleanup runs only in the launching process, and
-    # a worker that later exits would orphan its TFF worker_binary, so each job stops its own.
-    try:
+    # A launcher's own process (joblib, submitit, Ray; read from Hydra's config): main()'s cleanup never runs
+    # there, and that process may exit or run other jobs, so each job stops the TFF worker it started.
+    with workers.worker_cleanup():
         return _run_job(cfg)
-    finally:
-        workers.stop_workers()
 
 
 def _run_job(cfg: DictConfig) -> float | None:
@@ -371,11 +377,13 @@ def main() -> None:
     # exit 2. A user who sets HYDRA_FULL_ERROR=1 gets Hydra's own full report.
     user_wants_full_errors = os.environ.get('HYDRA_FULL_ERROR') == '1'
     os.environ['HYDRA_FULL_ERROR'] = '1'
-    os.environ[_MAIN_PID] = str(os.getpid())
     with interrupts.handled(), workers.worker_cleanup():
         try:
             _hydra_main()
         except Exception as error:
+            if launchers.no_trial_completed(error):
+                print('fedlab: error: no Optuna trial completed; the failed jobs are listed above', file=sys.stderr)
+                raise SystemExit(1) from None
             if user_wants_full_errors or not _is_config_error(error):
                 raise
             print(f'fedlab: error: {one_line(error)}', file=sys.stderr)

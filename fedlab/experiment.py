@@ -34,6 +34,7 @@ def train_and_evaluate(
     print_type_signature: bool = False,
     config: dict | None = None,
     run_info: dict | None = None,
+    privacy_ledger=None,
 ) -> RunOutputs:
     """Trains the process `build_process(client_inputs=, batch_size=)` builds (fedlab.algorithms), with the
     learning rates of `learning_rates` set before every round, evaluates on the clients' test data, and writes the
@@ -43,7 +44,8 @@ def train_and_evaluate(
     one step when it ends (metrics.csv, timing.csv, clients.csv, TensorBoard; see recorder.RunRecorder); the full
     state is checkpointed every `checkpoint_every` rounds, after the last round and however the run stops;
     results.json is written however the run ends, with its status. Ctrl-C or SIGTERM stops the run after the
-    current round (a second one at once), keeping every complete round.
+    current round (a second one at once), keeping every complete round. `privacy_ledger`
+    (fedlab.accounting.PrivacyLedger, for DP aggregators) adds epsilon and its parameters to every round.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     config = config or {}
@@ -72,6 +74,9 @@ def train_and_evaluate(
             communication = ledger.Ledger(ledger.measure(process))
             print(communication.describe())
             ledger.warn_if_compression_is_idle(communication.cost)
+            annotators = (communication, learning_rates, *([privacy_ledger] if privacy_ledger else []))
+            if privacy_ledger:
+                print(privacy_ledger.describe())
             interrupts.raise_if_requested()
 
             # 2. The clients' inputs, built once and reused every round; shard directories go however the run ends.
@@ -80,9 +85,7 @@ def train_and_evaluate(
             interrupts.raise_if_requested()
 
             # 3. The record: a new run, or the last checkpoint with the files as they were then.
-            state = run.open(
-                resume_round, process.initialize() if resume_round else None, annotators=(communication, learning_rates)
-            )
+            state = run.open(resume_round, process.initialize() if resume_round else None, annotators=annotators)
             if resume_round:
                 print(f'resuming {run_dir} after round {resume_round}')
 
@@ -164,6 +167,8 @@ class _Progress:
 
 
 def _metrics_text(metrics: dict[str, float]) -> str:
+    if 'loss' not in metrics:  # a round without clients (sampling=poisson)
+        return 'no clients'
     return f'loss {metrics["loss"]:.4f} accuracy {metrics["accuracy"]:.4f} examples {int(metrics["examples"])}'
 
 

@@ -26,6 +26,7 @@ class RunConfig:
     client_lr_schedule: Any = None
     server_lr_schedule: Any = None
     task: Any = None
+    runtime: Any = None
     experiment: Any = None
 
     rounds: int = 10
@@ -44,6 +45,7 @@ class RunConfig:
     print_type_signature: bool = False
     checkpoint_every: int = 5
     resume: Optional[str] = None
+    privacy: Any = None  # accounting keys of the DP aggregators, checked by fedlab.privacy
 
 
 def register() -> None:

@@ -54,13 +54,14 @@ def build_fed_avg(
     `client_inputs='shards'`: the same again, clients receive the path of their stream's shard file
     (`client_data.ClientShards`) and read it inside TFF's worker; fastest, no pixels cross gRPC.
     """
-    from fedlab.algorithms import fedavg, optimizers
+    from fedlab.algorithms import NUM_EXAMPLES, UNIFORM, aggregation, fedavg, optimizers
 
     return fedavg.build_fed_avg(
         model_fn,
         optimizers.sgd(config.client_lr, config.client_momentum),
         optimizers.sgd(config.server_lr, config.server_momentum),
         model_aggregator=model_aggregator,
+        weighting=UNIFORM if aggregation.is_unweighted(model_aggregator) else NUM_EXAMPLES,  # e.g. DP: once each
         client_inputs=client_inputs,
         batch_size=batch_size,
     )
@@ -125,8 +126,11 @@ def run(
         start = time.perf_counter()
         output = process.next(state, train_datasets(client_ids))
         train_seconds = time.perf_counter() - start
-        train = train_metrics(output)
-        _check_finite(round_num, output, train)
+        # A round without clients (sampling=poisson) trains nothing: TFF reports zeros and, for a mean, a 0/0
+        # update that it skips; a DP aggregator still applies its noise.
+        train = train_metrics(output) if client_ids else {'examples': 0, 'batches': 0}
+        if client_ids:
+            _check_finite(round_num, output, train)
         state = output.state
         evaluations, eval_seconds = {}, 0.0
         if schedule.evaluates_after(round_num):
