@@ -28,6 +28,7 @@ REFUSED = [
     (['client_lr_schedule=constant', 'client_lr_schedule.warmup_rounds=-1'], 'warmup_rounds must be'),
     (['client_epochs=null'], 'client_epochs=null is not allowed with algorithm=fedavg'),
     (['task=centralized', 'client_optimizer=adam'], 'task=centralized trains with SGD'),
+    (['algorithm=mime_lite', 'aggregator=dp_fixed', 'sampling=poisson'], 'the DP noise does not cover'),
 ]  # fmt: skip
 
 ACCEPTED = [

@@ -7,6 +7,7 @@ refused, with the combination that would use it, instead of being silently ignor
 
 from fedlab.algorithms import WEIGHTINGS
 from fedlab.errors import FedlabError
+from fedlab.privacy import DP_AGGREGATORS
 
 _ALGORITHMS = 'fedlab.algorithms.'
 _OPTIMIZERS = 'fedlab.algorithms.optimizers.'
@@ -75,6 +76,14 @@ def check(config: dict) -> None:
                 f'{side}_momentum={momentum} applies to {side}_optimizer=sgd, not {optimizer}: use '
                 f'{side}_optimizer=sgd {side}_momentum={momentum}{alternative}'
             )
+
+    aggregator = (config.get('aggregator') or {}).get('_target_', '')
+    if algorithm == 'mime_lite' and aggregator in DP_AGGREGATORS:
+        raise FedlabError(
+            f'algorithm=mime_lite with aggregator={aggregator.rpartition(".")[2]}: Mime Lite\'s second upload, the '
+            'full-batch gradient, is aggregated by a plain mean that the DP noise does not cover; use algorithm=fedavg, '
+            'fedprox or fedsgd with DP'
+        )
 
     if algorithm == 'fedprox':
         mu = (config.get('algorithm') or {}).get('mu')
