@@ -10,7 +10,7 @@ VENV := .venv
 FEDLAB := $(VENV)/bin/fedlab
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: help install run test test-slow test-all lock wheel-check clean compare report bench bench-accuracy tensorboard privacy
+.PHONY: help install run test test-slow test-all lock wheel-check clean compare compare-algorithms report bench bench-accuracy tensorboard privacy
 
 help:  ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -50,6 +50,18 @@ compare: install  ## The seed's comparison on digits: 4 federated runs + 2 centr
 	$(FEDLAB) -m experiment=compare hydra.sweep.dir=$(COMPARE_DIR) $(ARGS)
 	$(FEDLAB) -m experiment=compare task=centralized aggregator=mean hydra.sweep.dir=$(COMPARE_DIR) $(ARGS)
 	$(VENV)/bin/fedlab-report $(COMPARE_DIR) --target 0.8
+
+# Issue 11's comparison (docs/algorithms.md): six methods' presets x 3 seeds on the LEAF sample's digits, plus the
+# centralized baseline of the same model, all in one sweep directory, then the report (mean +- std over seeds).
+LEAF ?= ../shared/data/femnist_leaf_sample
+ALGORITHMS_DIR ?= multirun/compare_algorithms_$(COMPARE_STAMP)
+ALGORITHMS_SETTING = data=leaf data.path=$(LEAF) data.digits_only=true model=simple_cnn rounds=150 eval_every=10 \
+	checkpoint_every=0 'hydra.job.config.override_dirname.exclude_keys=[data.path]'
+compare-algorithms: install  ## fedavg, fedavgm, fedadam, fedyogi, fedadagrad, fedprox x 3 seeds on LEAF digits, then the report
+	$(FEDLAB) -m experiment=fedavg,fedavgm,fedadam,fedyogi,fedadagrad,fedprox seed=0,1,2 $(ALGORITHMS_SETTING) \
+		hydra.sweep.dir=$(ALGORITHMS_DIR) $(ARGS)
+	$(FEDLAB) task=centralized experiment=fedavg $(ALGORITHMS_SETTING) hydra.run.dir=$(ALGORITHMS_DIR)/centralized $(ARGS)
+	$(VENV)/bin/fedlab-report $(ALGORITHMS_DIR) --target 0.9
 
 # Differential privacy on the LEAF sample (conf/experiment/privacy.yaml): DP-FedAvg with adaptive clipping at noise
 # multipliers 0, 0.3, 0.5 and 1.0, 3 seeds each, then the report: accuracy against epsilon (docs/privacy.md).

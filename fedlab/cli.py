@@ -1,5 +1,6 @@
 """The `fedlab` command: Hydra composes the config, this module turns it into typed calls."""
 
+import functools
 import importlib.util
 import os
 import pathlib
@@ -15,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from fedlab import checkpoints, heap, interrupts, launchers, privacy, rundir, schema, seeds, sweep, workers
+from fedlab.algorithms import combinations
 from fedlab.errors import FedlabError, RunStopped
 
 # Hydra composes with the typed schema (config.yaml's defaults list names it). Importing the fedlab.conf package
@@ -45,8 +47,15 @@ def train(cfg: DictConfig, run_dir: pathlib.Path, run_info: dict | None = None):
 
     # 2. Model: the group's factory takes the data's image shape and class count.
     model_fn = instantiate(cfg.model)(data.image_shape, data.num_classes, seed=cfg.seed)
-    # 3. Aggregator for the model updates, and the client sampler.
-    model_aggregator = instantiate(cfg.aggregator)
+    # 3. The algorithm's builder (fedlab.algorithms) with the optimizers it takes, the update aggregator, the sampler.
+    optimizers = {f'{side}_optimizer': optimizer(cfg, side) for side in ('client', 'server')}
+    build_process = functools.partial(
+        instantiate(cfg.algorithm),
+        model_fn,
+        **{name: built for name, built in optimizers.items() if built is not None},  # FedSGD has no client optimizer
+        model_aggregator=instantiate(cfg.aggregator),
+        weighting=cfg.weighting,
+    )
     sampler = instantiate(cfg.sampling)(data.client_ids, cfg.clients_per_round)
     dp_settings = privacy.settings(OmegaConf.to_container(cfg, resolve=True), population=len(data.client_ids))
     # 4. Train, evaluate and write the run directory, on this machine's TFF worker or remote ones (runtime).
@@ -54,17 +63,13 @@ def train(cfg: DictConfig, run_dir: pathlib.Path, run_info: dict | None = None):
         return experiment.train_and_evaluate(
             data,
             model_fn,
-            model_aggregator,
             sampler,
             run_dir,
-            fed_avg=training.FedAvgConfig(
-                client_lr=cfg.client_lr,
-                server_lr=cfg.server_lr,
-                client_momentum=cfg.client_momentum,
-                server_momentum=cfg.server_momentum,
-            ),
+            build_process=build_process,
+            learning_rates=learning_rates(cfg),
             pipeline=client_data.PipelineConfig(
-                epochs=cfg.client_epochs, batch_size=cfg.batch_size, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed,
+                epochs=cfg.client_epochs or 1,  # null with FedSGD: one pass for the average gradient
+                batch_size=cfg.batch_size, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed,
                 client_inputs=cfg.client_inputs,
             ),
             schedule=training.Schedule(
@@ -77,6 +82,42 @@ def train(cfg: DictConfig, run_dir: pathlib.Path, run_info: dict | None = None):
             run_info=run_info,
             privacy_ledger=accounting.PrivacyLedger(dp_settings) if dp_settings else None,
         )
+
+
+def optimizer(cfg: DictConfig, side: str):
+    """The `client` or `server` optimizer: its group's callable with `{side}_lr` and, where set (SGD),
+    `{side}_momentum`; None where the algorithm has none."""
+    from hydra.utils import instantiate
+
+    if cfg[f'{side}_optimizer'] is None:
+        return None
+    momentum = cfg[f'{side}_momentum']
+    rates = {'learning_rate': cfg[f'{side}_lr'], **({} if momentum is None else {'momentum': momentum})}
+    return instantiate(cfg[f'{side}_optimizer'], **rates)
+
+
+def learning_rates(cfg: DictConfig):
+    """The client and server learning rates per round (`algorithms.schedules`, no TensorFlow)."""
+    from fedlab.algorithms.schedules import LearningRates
+
+    return LearningRates(
+        client_lr=cfg.client_lr,
+        server_lr=cfg.server_lr,
+        client=_instantiate(cfg.client_lr_schedule),
+        server=_instantiate(cfg.server_lr_schedule),
+    )
+
+
+def _instantiate(node):
+    """Hydra's instantiate, with a FedlabError raised by the callable passed on as it is (one line for the user)."""
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(node)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, FedlabError):
+            raise error.__cause__ from None
+        raise
 
 
 def _identity(cfg: DictConfig) -> dict:
@@ -134,7 +175,7 @@ def centralized(cfg: DictConfig, run_dir: pathlib.Path, run_info: dict | None = 
     epochs = cfg.task.epochs or baseline.matched_epochs(
         rounds=cfg.rounds,
         clients_per_round=cfg.clients_per_round,
-        client_epochs=cfg.client_epochs,
+        client_epochs=cfg.client_epochs or 1,
         num_clients=len(data.client_ids),
     )
     return baseline.train_and_evaluate(
@@ -145,7 +186,7 @@ def centralized(cfg: DictConfig, run_dir: pathlib.Path, run_info: dict | None = 
             epochs=epochs,
             batch_size=cfg.batch_size,
             learning_rate=cfg.task.learning_rate,
-            momentum=cfg.task.momentum,
+            momentum=cfg.task.momentum or 0.0,
             seed=cfg.seed,
         ),
         run_info=run_info,
@@ -153,6 +194,7 @@ def centralized(cfg: DictConfig, run_dir: pathlib.Path, run_info: dict | None = 
 
 
 TASKS = {'train': train, 'explore': explore, 'centralized': centralized}
+ALGORITHM_GROUPS = ('algorithm', 'client_optimizer', 'server_optimizer', 'client_lr_schedule', 'server_lr_schedule')
 
 
 def check_before_tensorflow(cfg: DictConfig, run_dir: pathlib.Path) -> None:
@@ -161,8 +203,8 @@ def check_before_tensorflow(cfg: DictConfig, run_dir: pathlib.Path) -> None:
 
     values = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if not isinstance(v, dict)}
     schema.check_ranges(values)
-    for group in ('data', 'model', 'aggregator', 'sampling'):
-        target = cfg[group].get('_target_')
+    for group in ('data', 'model', 'aggregator', 'sampling', *ALGORITHM_GROUPS):
+        target = cfg[group].get('_target_') if cfg[group] is not None else None
         module = target.rpartition('.')[0] if target else ''
         if target and (not module or importlib.util.find_spec(module) is None):  # finds, does not import
             raise FedlabError(f'{group}._target_={target}: no such module {module!r}')
@@ -179,6 +221,8 @@ def check_before_tensorflow(cfg: DictConfig, run_dir: pathlib.Path) -> None:
             path = pathlib.Path(to_absolute_path(os.path.expanduser(str(value))))
             if not path.exists():
                 raise FedlabError(f'data.{key}={value}: no such file or directory')
+    combinations.check(OmegaConf.to_container(cfg, resolve=True))  # what fits together (fedlab.algorithms)
+    learning_rates(cfg)  # the schedules check their own values
     instantiate(cfg.runtime).check(client_inputs=cfg.client_inputs)  # runtime=remote: workers, client inputs
     if cfg.resume is not None and not (run_dir / 'checkpoints').is_dir():
         raise FedlabError(f'resume={cfg.resume}: no fedlab run with checkpoints there')

@@ -3,11 +3,13 @@
 import contextlib
 import functools
 import pathlib
+from collections.abc import Callable
 
 import tensorflow_federated as tff
 import tqdm
 
 from fedlab import checkpoints, client_data, evaluation, interrupts, ledger, recorder, training, workers
+from fedlab.algorithms.schedules import LearningRates
 from fedlab.data.federated_data import FederatedData
 from fedlab.errors import TrainingDiverged
 from fedlab.models import ModelFn
@@ -20,11 +22,11 @@ EVAL_ON_TRAIN = 'eval_on_train'  # the clients' training data, after the last ro
 def train_and_evaluate(
     data: FederatedData,
     model_fn: ModelFn,
-    model_aggregator: tff.aggregators.WeightedAggregationFactory,
     sampler: Sampler,
     run_dir: pathlib.Path,
     *,
-    fed_avg: training.FedAvgConfig,
+    build_process: Callable[..., tff.learning.templates.LearningProcess],
+    learning_rates: LearningRates | None = None,
     pipeline: client_data.PipelineConfig,
     schedule: training.Schedule,
     checkpoint_every: int = 5,
@@ -34,7 +36,9 @@ def train_and_evaluate(
     run_info: dict | None = None,
     privacy_ledger=None,
 ) -> RunOutputs:
-    """Trains with FedAvg, evaluates on the clients' test data, and writes the run directory.
+    """Trains the process `build_process(client_inputs=, batch_size=)` builds (fedlab.algorithms), with the
+    learning rates of `learning_rates` set before every round, evaluates on the clients' test data, and writes the
+    run directory.
 
     If `run_dir` holds a checkpoint of the same `config`, training continues from it. Each round is recorded in
     one step when it ends (metrics.csv, timing.csv, clients.csv, TensorBoard; see recorder.RunRecorder); the full
@@ -63,19 +67,14 @@ def train_and_evaluate(
         with interrupts.round_boundaries(), contextlib.ExitStack() as cleanup:
             cleanup.enter_context(run)  # last out: results.json says how the run ended, whenever that was
             # 1. The learning process, and what each round transmits (read from the process, see ledger.measure).
-            process = training.build_fed_avg(
-                model_fn,
-                fed_avg,
-                model_aggregator=model_aggregator,
-                client_inputs=pipeline.client_inputs,
-                batch_size=pipeline.batch_size,
-            )
+            process = build_process(client_inputs=pipeline.client_inputs, batch_size=pipeline.batch_size)
+            learning_rates = learning_rates or LearningRates()  # none given: none recorded or set
             if print_type_signature:
                 print(process.initialize.type_signature.formatted_representation())
             communication = ledger.Ledger(ledger.measure(process))
             print(communication.describe())
             ledger.warn_if_compression_is_idle(communication.cost)
-            annotators = (communication, privacy_ledger) if privacy_ledger else (communication,)
+            annotators = (communication, learning_rates, *([privacy_ledger] if privacy_ledger else []))
             if privacy_ledger:
                 print(privacy_ledger.describe())
             interrupts.raise_if_requested()
@@ -101,6 +100,7 @@ def train_and_evaluate(
                 on_round=lambda result, state: (run.record(result, state), progress.show(result)),
                 state=state,
                 start_round=resume_round + 1,
+                learning_rates=learning_rates,
             )
 
             # 5. Optionally, the tutorial's evaluation of the final model on the clients' training data.

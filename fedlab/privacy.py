@@ -132,11 +132,10 @@ def check(values: dict) -> list[str]:
             'client joins each round independently (Poisson sampling, which is what makes epsilon small); choose '
             'sampling=poisson, or add privacy.amplification=none to account every round with q = 1'
         )
-    client_inputs = values.get('client_inputs', 'dataset')
-    if client_inputs != 'dataset':
+    if values.get('weighting', 'uniform') != 'uniform':  # fedlab.algorithms' builders take unweighted factories
         raise FedlabError(
-            f'aggregator={name} is an unweighted aggregator, which client_inputs={client_inputs} does not run yet: '
-            'add client_inputs=dataset'
+            f'aggregator={name} is unweighted (each client counts once) and weighting={values["weighting"]} weights '
+            'clients by examples: use weighting=uniform'
         )
 
     warnings = []

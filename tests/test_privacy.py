@@ -101,7 +101,7 @@ REFUSED = [
     ('noise vs stddev', [*DP, 'aggregator.noise_multiplier=1.0', 'aggregator.clipped_count_stddev=0.4'],
      'set aggregator.clipped_count_stddev above 0.5'),
     ('compression', [*DP, 'aggregator.compression=true'], 'compressing the clipped updates'),
-    ('fast path', ['aggregator=dp', 'sampling=poisson'], 'add client_inputs=dataset'),
+    ('weighted by examples', ['aggregator=dp', 'sampling=poisson', 'weighting=num_examples'], 'use weighting=uniform'),
     ('negative noise', [*DP, 'aggregator.noise_multiplier=-1'], 'aggregator.noise_multiplier=-1'),
     ('bad clip', ['aggregator=dp_fixed', 'sampling=poisson', 'aggregator.clip=0'], 'aggregator.clip must be'),
     ('bad quantile', [*DP, 'aggregator.target_unclipped_quantile=1.5'], 'target_unclipped_quantile must be'),
