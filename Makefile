@@ -10,17 +10,25 @@ VENV := .venv
 FEDLAB := $(VENV)/bin/fedlab
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: help install run test test-slow test-all lock wheel-check clean compare report bench bench-accuracy tensorboard
+.PHONY: help install run test test-slow test-all lock wheel-check clean compare compare-algorithms report bench bench-accuracy tensorboard privacy
 
 help:  ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+# Optional extras (pyproject.toml): `make install EXTRAS=ray` adds the Ray launcher. The choice is remembered in
+# .venv/.installed, so later targets keep it; `make install EXTRAS=` goes back to the default environment.
+INSTALLED_EXTRAS := $(shell cat $(VENV)/.installed 2>/dev/null)
+EXTRAS ?= $(INSTALLED_EXTRAS)
+ifneq ($(strip $(EXTRAS)),$(strip $(INSTALLED_EXTRAS)))
+.PHONY: $(VENV)/.installed  # other extras than installed: sync again
+endif
+
 $(VENV)/.installed: pyproject.toml uv.lock Makefile
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
-	$(UV) sync --locked --extra test --compile-bytecode
-	@touch $@
+	$(UV) sync --locked --extra test $(addprefix --extra ,$(EXTRAS)) --compile-bytecode
+	@echo '$(strip $(EXTRAS))' > $@
 
-install: $(VENV)/.installed  ## Create .venv with the locked dependencies and fedlab (editable)
+install: $(VENV)/.installed  ## Create .venv from uv.lock with fedlab (editable); EXTRAS=ray adds the Ray launcher
 
 run: install  ## Train with the defaults on the embedded digits data (offline, ~40 s)
 	$(FEDLAB) $(ARGS)
@@ -42,6 +50,25 @@ compare: install  ## The seed's comparison on digits: 4 federated runs + 2 centr
 	$(FEDLAB) -m experiment=compare hydra.sweep.dir=$(COMPARE_DIR) $(ARGS)
 	$(FEDLAB) -m experiment=compare task=centralized aggregator=mean hydra.sweep.dir=$(COMPARE_DIR) $(ARGS)
 	$(VENV)/bin/fedlab-report $(COMPARE_DIR) --target 0.8
+
+# Issue 11's comparison (docs/algorithms.md): six methods' presets x 3 seeds on the LEAF sample's digits, plus the
+# centralized baseline of the same model, all in one sweep directory, then the report (mean +- std over seeds).
+LEAF ?= ../shared/data/femnist_leaf_sample
+ALGORITHMS_DIR ?= multirun/compare_algorithms_$(COMPARE_STAMP)
+ALGORITHMS_SETTING = data=leaf data.path=$(LEAF) data.digits_only=true model=simple_cnn rounds=150 eval_every=10 \
+	checkpoint_every=0 'hydra.job.config.override_dirname.exclude_keys=[data.path]'
+compare-algorithms: install  ## fedavg, fedavgm, fedadam, fedyogi, fedadagrad, fedprox x 3 seeds on LEAF digits, then the report
+	$(FEDLAB) -m experiment=fedavg,fedavgm,fedadam,fedyogi,fedadagrad,fedprox seed=0,1,2 $(ALGORITHMS_SETTING) \
+		hydra.sweep.dir=$(ALGORITHMS_DIR) $(ARGS)
+	$(FEDLAB) task=centralized experiment=fedavg $(ALGORITHMS_SETTING) hydra.run.dir=$(ALGORITHMS_DIR)/centralized $(ARGS)
+	$(VENV)/bin/fedlab-report $(ALGORITHMS_DIR) --target 0.9
+
+# Differential privacy on the LEAF sample (conf/experiment/privacy.yaml): DP-FedAvg with adaptive clipping at noise
+# multipliers 0, 0.3, 0.5 and 1.0, 3 seeds each, then the report: accuracy against epsilon (docs/privacy.md).
+PRIVACY_DIR ?= multirun/privacy_$(COMPARE_STAMP)
+privacy: install  ## DP on the LEAF sample: z = 0, 0.3, 0.5, 1.0 x 3 seeds, accuracy vs epsilon (~45 min)
+	$(FEDLAB) -m experiment=privacy hydra.sweep.dir=$(PRIVACY_DIR) $(ARGS)
+	$(VENV)/bin/fedlab-report $(PRIVACY_DIR)
 
 TB_PORT ?= 6006
 tensorboard: install  ## Serve the curves of runs/ and multirun/ at http://localhost:6006 (TB_PORT=... to change)

@@ -1,5 +1,6 @@
 """The `fedlab` command: Hydra composes the config, this module turns it into typed calls."""
 
+import functools
 import importlib.util
 import os
 import pathlib
@@ -14,7 +15,8 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from fedlab import checkpoints, heap, interrupts, rundir, schema, scratch, seeds, sweep, workers
+from fedlab import checkpoints, heap, interrupts, launchers, privacy, rundir, schema, scratch, seeds, sweep, workers
+from fedlab.algorithms import combinations
 from fedlab.errors import FedlabError, RunStopped
 
 # Hydra composes with the typed schema (config.yaml's defaults list names it). Importing the fedlab.conf package
@@ -27,7 +29,6 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')  # TensorFlow's C++ start-up 
 # googleapis (imported by TFF) imports pkg_resources, which setuptools 80 deprecates on every start: not the user's
 # concern (setuptools stays below 81 for TensorBoard, see pyproject.toml).
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
-_MAIN_PID = 'FEDLAB_MAIN_PID'  # the launching process, inherited by a launcher's worker processes
 
 
 def train(cfg: DictConfig, run_dir: pathlib.Path, run_info: dict | None = None):
@@ -42,47 +43,90 @@ def train(cfg: DictConfig, run_dir: pathlib.Path, run_info: dict | None = None):
             f' clients of data={data.name}'
         )
 
-    from fedlab import client_data, experiment, training
+    from fedlab import accounting, client_data, experiment, training
 
     # 2. Model: the group's factory takes the data's image shape and class count.
     model_fn = instantiate(cfg.model)(data.image_shape, data.num_classes, seed=cfg.seed)
-    # 3. Aggregator for the model updates, and the client sampler.
-    model_aggregator = instantiate(cfg.aggregator)
-    sampler = instantiate(cfg.sampling)(data.client_ids, cfg.clients_per_round)
-    # 4. Train, evaluate and write the run directory.
-    return experiment.train_and_evaluate(
-        data,
+    # 3. The algorithm's builder (fedlab.algorithms) with the optimizers it takes, the update aggregator, the sampler.
+    optimizers = {f'{side}_optimizer': optimizer(cfg, side) for side in ('client', 'server')}
+    build_process = functools.partial(
+        instantiate(cfg.algorithm),
         model_fn,
-        model_aggregator,
-        sampler,
-        run_dir,
-        fed_avg=training.FedAvgConfig(
-            client_lr=cfg.client_lr,
-            server_lr=cfg.server_lr,
-            client_momentum=cfg.client_momentum,
-            server_momentum=cfg.server_momentum,
-        ),
-        pipeline=client_data.PipelineConfig(
-            epochs=cfg.client_epochs, batch_size=cfg.batch_size, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed,
-            client_inputs=cfg.client_inputs,
-            shard_dir=_absolute(cfg.shard_dir), shard_budget_mb=cfg.shard_budget_mb,
-        ),
-        schedule=training.Schedule(
-            rounds=cfg.rounds, clients_per_round=cfg.clients_per_round, eval_every=cfg.eval_every
-        ),
-        checkpoint_every=cfg.checkpoint_every,
-        eval_on_train=cfg.task.eval_on_train,
-        eval_clients=cfg.eval_clients,
-        print_type_signature=cfg.print_type_signature,
-        config=_identity(cfg),
-        run_info=run_info,
+        **{name: built for name, built in optimizers.items() if built is not None},  # FedSGD has no client optimizer
+        model_aggregator=instantiate(cfg.aggregator),
+        weighting=cfg.weighting,
     )
+    sampler = instantiate(cfg.sampling)(data.client_ids, cfg.clients_per_round)
+    dp_settings = privacy.settings(OmegaConf.to_container(cfg, resolve=True), population=len(data.client_ids))
+    # 4. Train, evaluate and write the run directory, on this machine's TFF worker or remote ones (runtime).
+    with instantiate(cfg.runtime).activate(client_inputs=cfg.client_inputs):
+        return experiment.train_and_evaluate(
+            data,
+            model_fn,
+            sampler,
+            run_dir,
+            build_process=build_process,
+            learning_rates=learning_rates(cfg),
+            pipeline=client_data.PipelineConfig(
+                epochs=cfg.client_epochs or 1,  # null with FedSGD: one pass for the average gradient
+                batch_size=cfg.batch_size, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed,
+                client_inputs=cfg.client_inputs,
+                shard_dir=_absolute(cfg.shard_dir), shard_budget_mb=cfg.shard_budget_mb,
+            ),
+            schedule=training.Schedule(
+                rounds=cfg.rounds, clients_per_round=cfg.clients_per_round, eval_every=cfg.eval_every
+            ),
+            checkpoint_every=cfg.checkpoint_every,
+            eval_on_train=cfg.task.eval_on_train,
+            eval_clients=cfg.eval_clients,
+            print_type_signature=cfg.print_type_signature,
+            config=_identity(cfg),
+            run_info=run_info,
+            privacy_ledger=accounting.PrivacyLedger(dp_settings) if dp_settings else None,
+        )
+
+
+def optimizer(cfg: DictConfig, side: str):
+    """The `client` or `server` optimizer: its group's callable with `{side}_lr` and, where set (SGD),
+    `{side}_momentum`; None where the algorithm has none."""
+    from hydra.utils import instantiate
+
+    if cfg[f'{side}_optimizer'] is None:
+        return None
+    momentum = cfg[f'{side}_momentum']
+    rates = {'learning_rate': cfg[f'{side}_lr'], **({} if momentum is None else {'momentum': momentum})}
+    return instantiate(cfg[f'{side}_optimizer'], **rates)
+
+
+def learning_rates(cfg: DictConfig):
+    """The client and server learning rates per round (`algorithms.schedules`, no TensorFlow)."""
+    from fedlab.algorithms.schedules import LearningRates
+
+    return LearningRates(
+        client_lr=cfg.client_lr,
+        server_lr=cfg.server_lr,
+        client=_instantiate(cfg.client_lr_schedule),
+        server=_instantiate(cfg.server_lr_schedule),
+    )
+
+
+def _instantiate(node):
+    """Hydra's instantiate, with a FedlabError raised by the callable passed on as it is (one line for the user)."""
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(node)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, FedlabError):
+            raise error.__cause__ from None
+        raise
 
 
 def _identity(cfg: DictConfig) -> dict:
     """The settings that define a run: a checkpoint is resumed only under the same ones."""
     config = schema.without_locations(OmegaConf.to_container(cfg, resolve=True))
     config.pop('resume', None)
+    config.pop('runtime', None)  # where it ran: a run may resume on other workers, or locally
     return config
 
 
@@ -137,7 +181,7 @@ def centralized(cfg: DictConfig, run_dir: pathlib.Path, run_info: dict | None = 
     epochs = cfg.task.epochs or baseline.matched_epochs(
         rounds=cfg.rounds,
         clients_per_round=cfg.clients_per_round,
-        client_epochs=cfg.client_epochs,
+        client_epochs=cfg.client_epochs or 1,
         num_clients=len(data.client_ids),
     )
     return baseline.train_and_evaluate(
@@ -148,7 +192,7 @@ def centralized(cfg: DictConfig, run_dir: pathlib.Path, run_info: dict | None = 
             epochs=epochs,
             batch_size=cfg.batch_size,
             learning_rate=cfg.task.learning_rate,
-            momentum=cfg.task.momentum,
+            momentum=cfg.task.momentum or 0.0,
             seed=cfg.seed,
         ),
         run_info=run_info,
@@ -156,17 +200,22 @@ def centralized(cfg: DictConfig, run_dir: pathlib.Path, run_info: dict | None = 
 
 
 TASKS = {'train': train, 'explore': explore, 'centralized': centralized}
+ALGORITHM_GROUPS = ('algorithm', 'client_optimizer', 'server_optimizer', 'client_lr_schedule', 'server_lr_schedule')
 
 
 def check_before_tensorflow(cfg: DictConfig, run_dir: pathlib.Path) -> None:
     """The checks that need no data and no TensorFlow, so that bad input is reported in a second."""
+    from hydra.utils import instantiate
+
     values = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if not isinstance(v, dict)}
     schema.check_ranges(values)
-    for group in ('data', 'model', 'aggregator', 'sampling'):
-        target = cfg[group].get('_target_')
+    for group in ('data', 'model', 'aggregator', 'sampling', *ALGORITHM_GROUPS):
+        target = cfg[group].get('_target_') if cfg[group] is not None else None
         module = target.rpartition('.')[0] if target else ''
         if target and (not module or importlib.util.find_spec(module) is None):  # finds, does not import
             raise FedlabError(f'{group}._target_={target}: no such module {module!r}')
+    for warning in privacy.check(OmegaConf.to_container(cfg, resolve=True)):  # DP's assumptions
+        print(f'fedlab: warning: {warning}', file=sys.stderr)
     num_clients = cfg.data.get('num_clients')
     if isinstance(num_clients, int) and cfg.clients_per_round > num_clients:
         raise FedlabError(
@@ -178,6 +227,9 @@ def check_before_tensorflow(cfg: DictConfig, run_dir: pathlib.Path) -> None:
             path = pathlib.Path(to_absolute_path(os.path.expanduser(str(value))))
             if not path.exists():
                 raise FedlabError(f'data.{key}={value}: no such file or directory')
+    combinations.check(OmegaConf.to_container(cfg, resolve=True))  # what fits together (fedlab.algorithms)
+    learning_rates(cfg)  # the schedules check their own values
+    instantiate(cfg.runtime).check(client_inputs=cfg.client_inputs)  # runtime=remote: workers, client inputs
     if cfg.resume is not None and not (run_dir / 'checkpoints').is_dir():
         raise FedlabError(f'resume={cfg.resume}: no fedlab run with checkpoints there')
     if cfg.task.name == 'train':
@@ -186,14 +238,12 @@ def check_before_tensorflow(cfg: DictConfig, run_dir: pathlib.Path) -> None:
 
 @hydra.main(version_base='1.3', config_path='pkg://fedlab.conf', config_name='config')
 def _hydra_main(cfg: DictConfig) -> float | None:
-    if os.environ.get(_MAIN_PID, str(os.getpid())) == str(os.getpid()):
+    if launchers.job_runs_in_launching_process(HydraConfig.get()):
         return _run_job(cfg)
-    # A launcher's worker process (e.g. joblib's): main()'s cleanup runs only in the launching process, and
-    # a worker that later exits would orphan its TFF worker_binary, so each job stops its own.
-    try:
+    # A launcher's own process (joblib, submitit, Ray; read from Hydra's config): main()'s cleanup never runs
+    # there, and that process may exit or run other jobs, so each job stops the TFF worker it started.
+    with workers.worker_cleanup():
         return _run_job(cfg)
-    finally:
-        workers.stop_workers()
 
 
 def _run_job(cfg: DictConfig) -> float | None:
@@ -334,11 +384,13 @@ def main() -> None:
     # exit 2. A user who sets HYDRA_FULL_ERROR=1 gets Hydra's own full report.
     user_wants_full_errors = os.environ.get('HYDRA_FULL_ERROR') == '1'
     os.environ['HYDRA_FULL_ERROR'] = '1'
-    os.environ[_MAIN_PID] = str(os.getpid())
     with interrupts.handled(), workers.worker_cleanup():
         try:
             _hydra_main()
         except Exception as error:
+            if launchers.no_trial_completed(error):
+                print('fedlab: error: no Optuna trial completed; the failed jobs are listed above', file=sys.stderr)
+                raise SystemExit(1) from None
             if user_wants_full_errors or not _is_config_error(error):
                 raise
             print(f'fedlab: error: {one_line(error)}', file=sys.stderr)

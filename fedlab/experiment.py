@@ -2,11 +2,13 @@
 
 import contextlib
 import pathlib
+from collections.abc import Callable
 
 import tensorflow_federated as tff
 import tqdm
 
 from fedlab import checkpoints, client_data, evaluation, interrupts, ledger, recorder, training, workers
+from fedlab.algorithms.schedules import LearningRates
 from fedlab.data.federated_data import FederatedData
 from fedlab.errors import TrainingDiverged
 from fedlab.models import ModelFn
@@ -19,11 +21,11 @@ EVAL_ON_TRAIN = 'eval_on_train'  # the clients' training data, after the last ro
 def train_and_evaluate(
     data: FederatedData,
     model_fn: ModelFn,
-    model_aggregator: tff.aggregators.WeightedAggregationFactory,
     sampler: Sampler,
     run_dir: pathlib.Path,
     *,
-    fed_avg: training.FedAvgConfig,
+    build_process: Callable[..., tff.learning.templates.LearningProcess],
+    learning_rates: LearningRates | None = None,
     pipeline: client_data.PipelineConfig,
     schedule: training.Schedule,
     checkpoint_every: int = 5,
@@ -32,14 +34,18 @@ def train_and_evaluate(
     print_type_signature: bool = False,
     config: dict | None = None,
     run_info: dict | None = None,
+    privacy_ledger=None,
 ) -> RunOutputs:
-    """Trains with FedAvg, evaluates on the clients' test data, and writes the run directory.
+    """Trains the process `build_process(client_inputs=, batch_size=)` builds (fedlab.algorithms), with the
+    learning rates of `learning_rates` set before every round, evaluates on the clients' test data, and writes the
+    run directory.
 
     If `run_dir` holds a checkpoint of the same `config`, training continues from it. Each round is recorded in
     one step when it ends (metrics.csv, timing.csv, clients.csv, TensorBoard; see recorder.RunRecorder); the full
     state is checkpointed every `checkpoint_every` rounds, after the last round and however the run stops;
     results.json is written however the run ends, with its status. Ctrl-C or SIGTERM stops the run after the
-    current round (a second one at once), keeping every complete round.
+    current round (a second one at once), keeping every complete round. `privacy_ledger`
+    (fedlab.accounting.PrivacyLedger, for DP aggregators) adds epsilon and its parameters to every round.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     config = config or {}
@@ -61,18 +67,16 @@ def train_and_evaluate(
         with interrupts.round_boundaries(), contextlib.ExitStack() as cleanup:
             cleanup.enter_context(run)  # last out: results.json says how the run ended, whenever that was
             # 1. The learning process, and what each round transmits (read from the process, see ledger.measure).
-            process = training.build_fed_avg(
-                model_fn,
-                fed_avg,
-                model_aggregator=model_aggregator,
-                client_inputs=pipeline.client_inputs,
-                batch_size=pipeline.batch_size,
-            )
+            process = build_process(client_inputs=pipeline.client_inputs, batch_size=pipeline.batch_size)
+            learning_rates = learning_rates or LearningRates()  # none given: none recorded or set
             if print_type_signature:
                 print(process.initialize.type_signature.formatted_representation())
             communication = ledger.Ledger(ledger.measure(process))
             print(communication.describe())
             ledger.warn_if_compression_is_idle(communication.cost)
+            annotators = (communication, learning_rates, *([privacy_ledger] if privacy_ledger else []))
+            if privacy_ledger:
+                print(privacy_ledger.describe())
             interrupts.raise_if_requested()
 
             # 2. The clients' inputs (shards on a disk budget; the next round's prepared while a round trains) and
@@ -88,7 +92,7 @@ def train_and_evaluate(
 
             # 3. The record: a new run, or the last checkpoint with the files as they were then.
             state = run.open(resume_round, process.initialize() if resume_round else None,
-                             annotators=(communication, *evaluate_test.annotators()))
+                             annotators=(*annotators, *evaluate_test.annotators()))
             if resume_round:
                 print(f'resuming {run_dir} after round {resume_round}')
 
@@ -103,6 +107,7 @@ def train_and_evaluate(
                 on_round=lambda result, state: (run.record(result, state), progress.show(result)),
                 state=state,
                 start_round=resume_round + 1,
+                learning_rates=learning_rates,
             )
 
             # 5. Optionally, the tutorial's evaluation of the final model on the clients' training data.
@@ -142,6 +147,8 @@ class _Progress:
 
 
 def _metrics_text(metrics: dict[str, float]) -> str:
+    if 'loss' not in metrics:  # a round without clients (sampling=poisson)
+        return 'no clients'
     return f'loss {metrics["loss"]:.4f} accuracy {metrics["accuracy"]:.4f} examples {int(metrics["examples"])}'
 
 

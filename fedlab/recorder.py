@@ -9,6 +9,7 @@ committed rounds and a resumed run writes each round once.
 
 import dataclasses
 import logging
+import math
 import pathlib
 import shutil
 import time
@@ -246,12 +247,20 @@ class RunRecorder:
             if metrics:
                 self._tensorboard.write(round_num, population, metrics)
         for annotator in self._annotators:
-            values = {c: float(row[c]) for c in annotator.columns if row.get(c) not in (None, '')}
+            values = {c: float(row[c]) for c in annotator.columns if _plottable(row.get(c))}
             if values:
                 self._tensorboard.write(round_num, annotator.tensorboard_run, values)
 
     def _metrics_rows(self) -> list[dict[str, str]]:
         return recording.read_rows(self._run_dir / METRICS_CSV)
+
+
+def _plottable(value) -> bool:
+    """A finite number: not empty, not a label (the privacy accountant's name), not an infinite epsilon."""
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
 
 
 def outputs_from_files(run_dir: pathlib.Path, final_evaluations: dict | None = None) -> RunOutputs:

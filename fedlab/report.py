@@ -10,11 +10,13 @@ import pathlib
 import statistics
 import sys
 
+from fedlab import privacy_report
+
 COLUMNS = [
     'run', 'group', 'seed', 'task', 'data', 'model', 'aggregator', 'sampling', 'overrides', 'status', 'rounds',
     'final_eval_accuracy', 'final_eval_loss', 'best_round', 'best_eval_accuracy', 'rounds_to_target',
     'uplink_bits_per_client', 'cumulative_uplink_bits', 'cumulative_downlink_bits', 'wall_seconds',
-]  # fmt: skip
+] + privacy_report.COLUMNS  # fmt: skip
 GROUP_COLUMNS = [
     'group', 'task', 'data', 'model', 'aggregator', 'seeds', 'final_eval_accuracy_mean', 'final_eval_accuracy_std',
     'final_eval_loss_mean', 'best_eval_accuracy_mean', 'rounds_to_target_mean', 'reached_target',
@@ -200,6 +202,7 @@ def summarize(run: Run, sweep_dir: pathlib.Path, *, target: float | None = None,
         'cumulative_downlink_bits': communication.get('cumulative_downlink_bits'),
         'wall_seconds': run.results.get('wall_seconds'),
         'error': run.results.get('error', ''),
+        **privacy_report.columns(run.results),
     }
 
 
@@ -327,7 +330,7 @@ def write_report(sweep_dir: pathlib.Path, out_dir: pathlib.Path, *, target: floa
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_csv(out_dir / 'report.csv', COLUMNS, summaries)
     _write_csv(out_dir / 'report_groups.csv', GROUP_COLUMNS, list(by_group.values()))
-    figures = plot_curves(groups, out_dir)
+    figures = plot_curves(groups, out_dir) + privacy_report.plot(groups, out_dir)
 
     target_text = f' (rounds_to_target: first evaluated round with accuracy >= {target})' if target is not None else ''
     group_rows = [dict(row, final_eval_accuracy=_plus_minus(row['final_eval_accuracy_mean'],
@@ -365,6 +368,7 @@ def write_report(sweep_dir: pathlib.Path, out_dir: pathlib.Path, *, target: floa
             '## Runs that did not complete (not in any group)',
             _markdown_table(not_completed, ['run', 'status', 'rounds', 'error']),
         ]
+    sections += privacy_report.sections(groups)
     sections += [
         '## Runs',
         _markdown_table(
@@ -377,7 +381,7 @@ def write_report(sweep_dir: pathlib.Path, out_dir: pathlib.Path, *, target: floa
     ]
     (out_dir / 'report.md').write_text('\n\n'.join(sections) + '\n')
     return {'summaries': summaries, 'groups': by_group, 'comparison': compared, 'not_completed': not_completed,
-            'figures': figures}  # fmt: skip
+            'figures': figures, 'privacy': privacy_report.table(groups)}  # fmt: skip
 
 
 def _write_csv(path: pathlib.Path, columns: list[str], rows: list[dict]) -> None:
@@ -469,6 +473,8 @@ def main(argv: list[str] | None = None) -> None:
     for row in report['groups'].values():
         print(f'  {row["group"]}: accuracy '
               f'{_plus_minus(row["final_eval_accuracy_mean"], row["final_eval_accuracy_std"], row["seeds"])}')
+    if report['privacy']:
+        print(privacy_report.markdown(report['privacy']))
     for row in report['not_completed']:
         print(f'  not completed: {row["run"]}: {row["status"]}' + (f': {row["error"]}' if row['error'] else ''))
 

@@ -1,8 +1,9 @@
-"""Client samplers: each returns a function round_num -> list of client ids for that round."""
+"""Client samplers: each returns a function round_num -> list of client ids for that round.
+
+Every draw depends only on (seed, round), so a resumed or repeated run samples the same clients.
+"""
 
 from collections.abc import Callable, Sequence
-
-import tensorflow_federated as tff
 
 from fedlab import seeds
 
@@ -16,9 +17,26 @@ def fixed(client_ids: Sequence[str], clients_per_round: int) -> Sampler:
 
 
 def uniform(client_ids: Sequence[str], clients_per_round: int, *, seed: int) -> Sampler:
-    """`clients_per_round` distinct clients drawn uniformly each round; the draw depends only on
-    (seed, round), so a resumed or repeated run samples the same clients."""
+    """`clients_per_round` distinct clients drawn uniformly each round."""
+    import tensorflow_federated as tff
+
     sample = tff.simulation.build_uniform_sampling_fn(
         sorted(client_ids), replace=False, random_seed=seeds.derive(seed, 'sampling')
     )
     return lambda round_num: list(sample(round_num, clients_per_round))
+
+
+def poisson(client_ids: Sequence[str], clients_per_round: int, *, seed: int) -> Sampler:
+    """Each client joins each round independently with probability q = clients_per_round / population: the
+    sampling DP accounting assumes. A round has clients_per_round clients on average, and may have none."""
+    import numpy as np
+
+    ids = sorted(client_ids)
+    rate = clients_per_round / len(ids)
+    stream = seeds.derive(seed, 'sampling')
+
+    def sample(round_num: int) -> list[str]:
+        joins = np.random.default_rng([stream, round_num]).random(len(ids)) < rate
+        return [client_id for client_id, joined in zip(ids, joins) if joined]
+
+    return sample

@@ -20,24 +20,32 @@ class RunConfig:
     model: Any = None
     aggregator: Any = None
     sampling: Any = None
+    algorithm: Any = None
+    client_optimizer: Any = None
+    server_optimizer: Any = None
+    client_lr_schedule: Any = None
+    server_lr_schedule: Any = None
     task: Any = None
+    runtime: Any = None
     experiment: Any = None
 
     rounds: int = 10
     clients_per_round: int = 10
     eval_every: int = 5
-    client_epochs: int = 5
+    client_epochs: Optional[int] = 5  # null where it has no meaning (algorithm=fedsgd)
     batch_size: int = 20
     shuffle_buffer: int = 100
     client_inputs: str = 'shards'
-    client_lr: float = 0.02
+    client_lr: Optional[float] = 0.02
     server_lr: float = 1.0
-    client_momentum: float = 0.0
-    server_momentum: float = 0.0
+    client_momentum: Optional[float] = 0.0
+    server_momentum: Optional[float] = 0.0
+    weighting: str = 'num_examples'
     seed: int = 0
     print_type_signature: bool = False
     checkpoint_every: int = 5
     resume: Optional[str] = None
+    privacy: Any = None  # accounting keys of the DP aggregators, checked by fedlab.privacy
     eval_clients: Optional[int] = None
     data_cache: Optional[str] = None
     shard_dir: Optional[str] = None
@@ -92,5 +100,5 @@ _RULES = {
 def check_ranges(values: dict) -> None:
     """Raises FedlabError for the first top-level value outside its allowed range."""
     for key, (is_allowed, allowed) in _RULES.items():
-        if key in values and not is_allowed(values[key]):
+        if values.get(key) is not None and not is_allowed(values[key]):  # null: not used (algorithms.combinations)
             raise FedlabError(f'{key}={values[key]} is not allowed: {key} must be {allowed}')

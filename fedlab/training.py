@@ -1,4 +1,4 @@
-"""Federated averaging: build the TFF learning process and run it round by round."""
+"""Run a TFF learning process round by round (the processes themselves: fedlab.algorithms)."""
 
 import dataclasses
 import math
@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 import tensorflow_federated as tff
 
-from fedlab import evaluation, interrupts
+from fedlab import evaluation, interrupts, tff_serialization
+from fedlab.algorithms.schedules import LearningRates
 from fedlab.errors import TrainingDiverged
 from fedlab.models import ModelFn
 from fedlab.sampling import Sampler
@@ -44,7 +45,8 @@ def build_fed_avg(
     client_inputs: str = 'dataset',
     batch_size: int = 20,
 ) -> tff.learning.templates.LearningProcess:
-    """Weighted FedAvg (clients weighted by example count) with `build_sgdm` optimizers.
+    """Weighted FedAvg (clients weighted by example count) with `build_sgdm` optimizers: a shorthand for
+    `fedlab.algorithms.fedavg.build_fed_avg`, which has the other optimizers and weightings.
 
     `client_inputs='dataset'`: TFF's own process, clients receive `tf.data.Dataset`s of batches.
     `client_inputs='tensors'`: the same maths, clients receive their batch stream as tensors
@@ -52,30 +54,16 @@ def build_fed_avg(
     `client_inputs='shards'`: the same again, clients receive the path of their stream's shard file
     (`client_data.ClientShards`) and read it inside TFF's worker; fastest, no pixels cross gRPC.
     """
-    client_optimizer = tff.learning.optimizers.build_sgdm(
-        learning_rate=config.client_lr, momentum=config.client_momentum or None
-    )
-    server_optimizer = tff.learning.optimizers.build_sgdm(
-        learning_rate=config.server_lr, momentum=config.server_momentum or None
-    )
-    if client_inputs in ('tensors', 'shards'):
-        from fedlab import tensor_client_work
+    from fedlab.algorithms import NUM_EXAMPLES, UNIFORM, aggregation, fedavg, optimizers
 
-        return tensor_client_work.build_tensor_fed_avg(
-            model_fn,
-            client_optimizer,
-            server_optimizer,
-            model_aggregator,
-            batch_size=batch_size,
-            from_shards=client_inputs == 'shards',
-        )
-    if client_inputs != 'dataset':
-        raise ValueError(f'client_inputs must be dataset, tensors or shards, got {client_inputs!r}')
-    return tff.learning.algorithms.build_weighted_fed_avg(
+    return fedavg.build_fed_avg(
         model_fn,
-        client_optimizer_fn=client_optimizer,
-        server_optimizer_fn=server_optimizer,
+        optimizers.sgd(config.client_lr, config.client_momentum),
+        optimizers.sgd(config.server_lr, config.server_momentum),
         model_aggregator=model_aggregator,
+        weighting=UNIFORM if aggregation.is_unweighted(model_aggregator) else NUM_EXAMPLES,  # e.g. DP: once each
+        client_inputs=client_inputs,
+        batch_size=batch_size,
     )
 
 
@@ -116,23 +104,33 @@ def run(
     on_round: Callable[[RoundResult, object], None],
     state=None,
     start_round: int = 1,
+    learning_rates: LearningRates | None = None,
 ):
     """Trains rounds `start_round`..`schedule.rounds` from `state` (default: a fresh initial state).
+
+    `learning_rates` sets each round's client and server learning rates in the state before the round (a
+    function of the round number, so a resumed run continues the schedule).
 
     `evaluate(model_weights, round_num)` returns metrics per evaluated population; `on_round(result, state)`
     receives every round's result and the state after it as soon as the round is complete.
     Returns the final state. Raises TrainingDiverged, before `on_round`, for a non-finite round.
     """
+    tff_serialization.install()  # the state crosses to TFF's worker every round: serialize it without copies
     if state is None:
         state = process.initialize()
     for round_num in range(start_round, schedule.rounds + 1):
         interrupts.raise_if_requested()  # the round boundary, where a Ctrl-C or SIGTERM stops the run
         client_ids = sampler(round_num)
+        if learning_rates is not None:
+            state = learning_rates.apply(process, state, round_num)
         start = time.perf_counter()
         output = process.next(state, train_datasets(client_ids))
         train_seconds = time.perf_counter() - start
-        train = train_metrics(output)
-        _check_finite(round_num, output, train)
+        # A round without clients (sampling=poisson) trains nothing: TFF reports zeros and, for a mean, a 0/0
+        # update that it skips; a DP aggregator still applies its noise.
+        train = train_metrics(output) if client_ids else {'examples': 0, 'batches': 0}
+        if client_ids:
+            _check_finite(round_num, output, train)
         state = output.state
         evaluations, eval_seconds = {}, 0.0
         if schedule.evaluates_after(round_num):

@@ -60,6 +60,8 @@ BAD_INPUT = [
     ('resume dir does not exist', ['resume={tmp}/no_run'], 'no fedlab run with checkpoints'),
     ('resume dir of another config', ['resume={tmp}/other_run'], 'client_lr (0.5 -> 0.02)'),
     ('wrong _target_', ['model._target_=nowhere.model_fn'], "no such module 'nowhere'"),
+    ('fedsgd with client epochs', ['algorithm=fedsgd', 'client_epochs=3'], 'use algorithm=fedavg client_epochs=3'),
+    ('momentum with adam', ['server_optimizer=adam', 'server_momentum=0.9'], 'use server_optimizer=sgd'),
 ]
 
 

@@ -49,7 +49,7 @@ def test_two_rounds_learn_and_count_every_example(model, aggregator, tmp_path):
     assert outputs.final_train['loss'] == pytest.approx(losses[-1])
     # One TensorBoard run per population written, no empty one (eval_on_train is off).
     assert sorted(p.name for p in (tmp_path / 'tensorboard').iterdir() if p.is_dir()) == ['communication', 'eval',
-                                                                                         'train']  # fmt: skip
+                                                                                         'learning_rate', 'train']  # fmt: skip
 
 
 def test_linear_learns_well_above_chance(tmp_path):

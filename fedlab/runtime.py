@@ -1,0 +1,88 @@
+"""Where a run's TFF computations execute: the `runtime` config group.
+
+`local` (the default): TFF's own C++ worker, a child process fedlab starts and stops. `remote`: TFF worker services
+on other machines (`fedlab-worker --port P` on each), each round's clients split among them. Neither imports
+TensorFlow until `activate`, so that bad settings are refused in a second.
+"""
+
+import contextlib
+import dataclasses
+import re
+from collections.abc import Iterator, Sequence
+
+from fedlab.errors import FedlabError
+
+_ADDRESS = re.compile(r'(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):(?P<port>\d{1,5})')
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalRuntime:
+    """TFF's local C++ worker on this machine."""
+
+    def check(self, *, client_inputs: str) -> None:
+        del client_inputs  # every way of feeding clients works locally
+
+    @contextlib.contextmanager
+    def activate(self, *, client_inputs: str) -> Iterator[None]:
+        del client_inputs
+        yield
+
+
+@dataclasses.dataclass(frozen=True)
+class RemoteRuntime:
+    """TFF worker services at `workers` ('host:port' each), which must all answer within `connect_timeout` s.
+
+    Each round's sampled clients are split into len(workers) contiguous chunks, in order, one per worker; the
+    chunks' aggregates are merged here. A worker that stops answering for `reconnect_timeout` s stops the run
+    with fedlab.errors.WorkerLost naming it (exit 4; the last complete round is checkpointed, resume continues).
+    With `shared_filesystem`, the workers see this machine's files at the same paths (a shared mount, or
+    workers on this machine), which `client_inputs=shards` needs: the shard files are written under `shard_dir`
+    (fedlab.shards).
+    """
+
+    workers: Sequence[str] = ()
+    shared_filesystem: bool = False
+    connect_timeout: float = 30.0
+    reconnect_timeout: float = 10.0
+
+    def __post_init__(self):
+        object.__setattr__(self, 'workers', tuple(str(w) for w in (self.workers or ())))
+
+    def check(self, *, client_inputs: str) -> None:
+        """Refuses what cannot work, before TensorFlow loads: FedlabError naming the key."""
+        if not self.workers:
+            raise FedlabError('runtime=remote needs runtime.workers=[host:port,...]: the `fedlab-worker` services')
+        for index, address in enumerate(self.workers):
+            match = _ADDRESS.fullmatch(address)
+            if not match or not 0 < int(match['port']) < 65536:
+                raise FedlabError(
+                    f'runtime.workers[{index}]={address!r} is not allowed: each worker must be host:port'
+                    ' (e.g. 10.0.0.5:8000, node7:8000, [::1]:8000)'
+                )
+        if len(set(self.workers)) != len(self.workers):
+            raise FedlabError(f'runtime.workers={list(self.workers)} names a worker twice')
+        for key in ('connect_timeout', 'reconnect_timeout'):
+            if not getattr(self, key) > 0:
+                raise FedlabError(f'runtime.{key}={getattr(self, key)} is not allowed: it must be a number > 0')
+        if client_inputs == 'shards' and not self.shared_filesystem:
+            raise FedlabError(
+                'client_inputs=shards is not allowed on runtime=remote unless the workers read the shard files at'
+                ' the same paths as here: set runtime.shared_filesystem=true if they do (same machine, or shard_dir on'
+                ' a shared mount), or use client_inputs=tensors (the default on remote)'
+            )
+
+    @contextlib.contextmanager
+    def activate(self, *, client_inputs: str) -> Iterator[None]:
+        """Within the block, this thread's TFF computations run on the workers (raises WorkerLost if one is
+        unreachable)."""
+        from fedlab import remote_context  # TFF's internals, checked against the installed TFF
+
+        print(
+            f'runtime=remote: {len(self.workers)} TFF worker(s) {", ".join(self.workers)}; each round\'s clients are'
+            f' split into {len(self.workers)} contiguous chunks; client data reach them as {client_inputs}'
+            + ('' if client_inputs == 'shards' else ' (shards need runtime.shared_filesystem=true)')
+        )
+        with remote_context.remote_execution(
+            self.workers, connect_timeout=self.connect_timeout, reconnect_timeout=self.reconnect_timeout
+        ):
+            yield
