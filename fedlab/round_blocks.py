@@ -86,7 +86,9 @@ class RoundBlocks:
 
         @tff.federated_computation(tff.StructType(parameter))  # one argument: TFF has no varargs
         def block(arg):
-            state, client_data, hparams = arg[0], [arg[1 + i] for i in range(k)], [arg[1 + k + i] for i in range(k)]
+            state = arg[0]
+            client_data = [arg[1 + i] for i in range(k)]
+            hparams = [arg[1 + k + i] for i in range(k)] if with_hparams else []
             metrics = []
             for i in range(k):
                 if with_hparams:
