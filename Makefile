@@ -92,7 +92,7 @@ wheel-check: install  ## Build the wheel and run `fedlab --help` from it in a th
 	cd /tmp && /tmp/fedlab-wheel-venv/bin/fedlab --cfg job model=fedavg_cnn | grep -q 'architecture: fedavg_cnn'
 	@echo "wheel OK: configs ship inside the package"
 
-bench: install  ## Print performance figures beside their goals (~15 min; BENCH_QUICK=1 for ~5 min)
+bench: install  ## Print performance figures beside their goals (~15 min; BENCH_QUICK=1 ~5 min); ARGS=scale: full-size federations (~45 min, ~5 GB of temp disk; BENCH_QUICK=1 ~15 min)
 	$(VENV)/bin/python -m bench $(ARGS)
 
 bench-accuracy: install  ## Time to accuracy of fedavg_cnn on the LEAF writers vs centralized (long)

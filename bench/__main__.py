@@ -10,10 +10,16 @@ import time
 from bench import common
 
 FIGURES = ['efficiency', 'startup', 'memory', 'sweep', 'compression']  # `accuracy` has its own target
+# Run only by name, as they take long: `make bench ARGS=scale` (full-size federations, ~45 min; BENCH_QUICK=1 ~15).
+BY_NAME = ['accuracy', 'scale']
 
 
 def main(argv: list[str]) -> int:
     names = argv or FIGURES
+    unknown = [name for name in names if name not in FIGURES + BY_NAME]
+    if unknown:
+        print(f'unknown benchmark {", ".join(unknown)}; choose from {", ".join(FIGURES + BY_NAME)}', file=sys.stderr)
+        return 2
     header = (
         f'fedlab bench {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())} on {platform.node()}: '
         f'{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}, '

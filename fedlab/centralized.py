@@ -8,7 +8,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from fedlab import recording, rundir
+from fedlab import errors, recording, rundir
 from fedlab.data.federated_data import LABEL, PIXELS, FederatedData
 
 EVAL = 'eval'  # the pooled held-out data: the same examples federated evaluation uses
@@ -132,7 +132,8 @@ def train_and_evaluate(
         },
     )
     recording.write_hparams(run_dir / 'tensorboard', recording.hparams_from_run_info(run_info))
-    status = 'running'
+    results = _Results(run_dir, started=started, data=data, model=model, config=config, run_info=run_info,
+                       examples={'train_examples': len(x_train), 'test_examples': len(x_test)})
     try:
         model.fit(
             x_train,
@@ -145,55 +146,64 @@ def train_and_evaluate(
             callbacks=[recorder],
             verbose=0 if config.epochs > 1 else 2,
         )
-        status = 'completed'
-    except Exception:
-        status = 'failed'
-        raise
-    except BaseException:
-        status = 'interrupted'
-        raise
-    finally:
+    except BaseException as error:
         recorder.close()
-        rows = recorder.rows
+        results.write(recorder.rows, error)
+        raise
+    recorder.close()
+    return results.write(recorder.rows, None)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Results:
+    """Writes a centralized run's curves and results.json from the epochs recorded, whatever ended the run."""
+
+    run_dir: pathlib.Path
+    started: float
+    data: FederatedData
+    model: tf.keras.Model
+    config: CentralizedConfig
+    run_info: dict | None
+    examples: dict
+
+    def write(self, rows: list[dict], error: BaseException | None) -> RunOutputs:
         outputs = RunOutputs(
             rounds_completed=len(rows),
             final_train=_population(rows[-1], 'train') if rows else {},
             final_eval={EVAL: _population(rows[-1], EVAL)} if rows else {},
         )
         if rows:
-            save_curves(rows, run_dir / CURVES_PNG, title=f'centralized {model.name} on {data.name}')
+            save_curves(rows, self.run_dir / CURVES_PNG, title=f'centralized {self.model.name} on {self.data.name}')
             last = rows[-1]
             print(
                 f'centralized after {len(rows)} epochs: train accuracy {last["train_accuracy"]:.4f}, '
                 f'test accuracy {last[f"{EVAL}_accuracy"]:.4f} (loss {last[f"{EVAL}_loss"]:.4f})'
             )
+        timing = recording.read_rows(self.run_dir / 'timing.csv') if (self.run_dir / 'timing.csv').exists() else []
+        status = errors.run_status(error)
         rundir.write_json(
-            run_dir / 'results.json',
+            self.run_dir / 'results.json',
             {
                 'status': status,
+                **(errors.error_fields(error) if status in ('failed', 'diverged') else {}),
                 'rounds_completed': len(rows),
-                'rounds': config.epochs,
+                'rounds': self.config.epochs,
                 'final_train': outputs.final_train,
                 'final_eval': outputs.final_eval,
-                'wall_seconds': round(time.perf_counter() - started, 3),
-                'train_seconds': round(sum(float(r['train_seconds']) for r in recording.read_rows(run_dir / 'timing.csv')), 3),
+                'wall_seconds': round(time.perf_counter() - self.started, 3),
+                'train_seconds': round(sum(float(r['train_seconds']) for r in timing), 3),
                 'eval_seconds': 0.0,
                 'data': {
-                    'name': data.name,
-                    'clients': len(data.client_ids),
-                    'image_shape': list(data.image_shape),
-                    'num_classes': data.num_classes,
+                    'name': self.data.name,
+                    'clients': len(self.data.client_ids),
+                    'image_shape': list(self.data.image_shape),
+                    'num_classes': self.data.num_classes,
                 },
-                'centralized': {
-                    'keras_model': model.name,
-                    **dataclasses.asdict(config),
-                    'train_examples': len(x_train),
-                    'test_examples': len(x_test),
-                },
-                **(run_info or {}),
+                'centralized': {'keras_model': self.model.name, **dataclasses.asdict(self.config), **self.examples},
+                **(self.run_info or {}),
             },
         )
-    return outputs
+        return outputs
 
 
 def _population(row: dict, population: str) -> dict[str, float]:

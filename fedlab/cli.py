@@ -15,7 +15,7 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from fedlab import checkpoints, efficiency, heap, interrupts, launchers, privacy, rundir, schema, seeds, sweep, workers
+from fedlab import checkpoints, efficiency, heap, interrupts, launchers, privacy, rundir, schema, scratch, seeds, sweep, workers
 from fedlab.algorithms import combinations
 from fedlab.errors import FedlabError, RunStopped
 
@@ -71,12 +71,14 @@ def train(cfg: DictConfig, run_dir: pathlib.Path, run_info: dict | None = None):
                 epochs=cfg.client_epochs or 1,  # null with FedSGD: one pass for the average gradient
                 batch_size=cfg.batch_size, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed,
                 client_inputs=cfg.client_inputs,
+                shard_dir=_absolute(cfg.shard_dir), shard_budget_mb=cfg.shard_budget_mb,
             ),
             schedule=training.Schedule(
                 rounds=cfg.rounds, clients_per_round=cfg.clients_per_round, eval_every=cfg.eval_every
             ),
             checkpoint_every=cfg.checkpoint_every,
             eval_on_train=cfg.task.eval_on_train,
+            eval_clients=cfg.eval_clients,
             print_type_signature=cfg.print_type_signature,
             config=_identity(cfg),
             run_info=run_info,
@@ -123,11 +125,15 @@ def _instantiate(node):
 
 def _identity(cfg: DictConfig) -> dict:
     """The settings that define a run: a checkpoint is resumed only under the same ones."""
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = schema.without_locations(OmegaConf.to_container(cfg, resolve=True))
     config.pop('resume', None)
     config.pop('runtime', None)  # where it ran: a run may resume on other workers, or locally
     config.pop('efficiency', None)  # how many TFF calls it took: the same results either way
     return config
+
+
+def _absolute(path: str | None) -> str | None:
+    return None if path is None else to_absolute_path(os.path.expanduser(path))
 
 
 def load_data(cfg: DictConfig):
@@ -376,6 +382,7 @@ def main() -> None:
     """Console entry point: runs Hydra, then stops TFF's worker process however the run ended."""
     sys.stdout.reconfigure(line_buffering=True)  # round lines reach a log file or pipe as they happen
     heap.limit_arenas()  # before TensorFlow starts its threads; keeps long runs' memory flat
+    scratch.private_tempdir()  # temporary files under fedlab's cache: a killed run's are removed at the next start
     # Hydra prints config errors over several lines and exits 1; raising them lets fedlab print one line and
     # exit 2. A user who sets HYDRA_FULL_ERROR=1 gets Hydra's own full report.
     user_wants_full_errors = os.environ.get('HYDRA_FULL_ERROR') == '1'

@@ -1,7 +1,6 @@
 """One federated training run, from built components to the files in its run directory."""
 
 import contextlib
-import functools
 import pathlib
 from collections.abc import Callable
 
@@ -32,6 +31,7 @@ def train_and_evaluate(
     schedule: training.Schedule,
     checkpoint_every: int = 5,
     eval_on_train: bool = False,
+    eval_clients: int | None = None,
     print_type_signature: bool = False,
     config: dict | None = None,
     run_info: dict | None = None,
@@ -84,15 +84,20 @@ def train_and_evaluate(
                 print(privacy_ledger.describe())
             interrupts.raise_if_requested()
 
-            # 2. The clients' inputs, built once and reused every round; shard directories go however the run ends.
-            train_inputs = _open(cleanup, pipeline.client_inputs, data.train, train_pipeline(pipeline))
-            if efficiency.pack_clients:
-                train_inputs = client_packing.PackedInputs(train_inputs)
-            evaluate_test = _test_evaluator(cleanup, data, model_fn, pipeline)
+            # 2. The clients' inputs (shards on a disk budget; the next round's prepared while a round trains) and
+            # the test clients' evaluation (a fixed sample of eval_clients, all after the last round; built lazily).
+            inputs = cleanup.enter_context(
+                client_data.RunInputs(data.train, pipeline, sampler, rounds=(resume_round + 1, schedule.rounds))
+            )
+            evaluate_test = evaluation.ClientsEvaluator(
+                model_fn, data.test, batch_size=pipeline.batch_size, store=inputs.store, sample_size=eval_clients,
+                seed=pipeline.seed, final_round=schedule.rounds,
+            )
             interrupts.raise_if_requested()
 
             # 3. The record: a new run, or the last checkpoint with the files as they were then.
-            state = run.open(resume_round, process.initialize() if resume_round else None, annotators=annotators)
+            state = run.open(resume_round, process.initialize() if resume_round else None,
+                             annotators=(*annotators, *evaluate_test.annotators()))
             if resume_round:
                 print(f'resuming {run_dir} after round {resume_round}')
 
@@ -100,10 +105,10 @@ def train_and_evaluate(
             progress = cleanup.enter_context(_Progress(schedule.rounds, resume_round))
             state = training.run(
                 process,
-                train_inputs,
+                client_packing.PackedInputs(inputs.train) if efficiency.pack_clients else inputs.train,
                 sampler,
                 schedule,
-                evaluate=lambda weights: {EVAL: evaluate_test(weights)},
+                evaluate=lambda weights, round_num: {EVAL: evaluate_test(weights, round_num)},
                 on_round=lambda result, state: (run.record(result, state), progress.show(result)),
                 state=state,
                 start_round=resume_round + 1,
@@ -114,9 +119,8 @@ def train_and_evaluate(
 
             # 5. Optionally, the tutorial's evaluation of the final model on the clients' training data.
             if eval_on_train:
-                evaluate_train = evaluation.FederatedEvaluator(
-                    model_fn, client_data.ClientDatasets(data.train, eval_pipeline(pipeline))(data.client_ids)
-                )
+                evaluate_train = evaluation.ClientsEvaluator(model_fn, data.train, batch_size=pipeline.batch_size,
+                                                             store=inputs.store, name='train_eval')
                 metrics = evaluate_train(process.get_model_weights(state))
                 run.record_final_evaluation(EVAL_ON_TRAIN, metrics)
                 print(f'evaluation on training data: {_metrics_text(metrics)}')
@@ -126,32 +130,6 @@ def train_and_evaluate(
         interrupts.raise_if_requested()  # a failure a Ctrl-C or SIGTERM caused is an interruption
         raise
     return run.outputs
-
-
-def train_pipeline(pipeline: client_data.PipelineConfig):
-    return functools.partial(client_data.train_pipeline, config=pipeline)
-
-
-def eval_pipeline(pipeline: client_data.PipelineConfig):
-    return functools.partial(client_data.eval_pipeline, batch_size=pipeline.batch_size)
-
-
-def _open(cleanup: contextlib.ExitStack, client_inputs: str, client_data_, pipeline):
-    """The client inputs of kind `client_inputs` (see client_data.CLIENT_INPUTS); files they write go with `cleanup`."""
-    inputs = client_data.CLIENT_INPUTS[client_inputs](client_data_, pipeline)
-    if isinstance(inputs, contextlib.AbstractContextManager):
-        cleanup.enter_context(inputs)
-    return inputs
-
-
-def _test_evaluator(cleanup: contextlib.ExitStack, data: FederatedData, model_fn: ModelFn, pipeline):
-    """Federated evaluation on every test client that has examples. With shards: the metrics of TFF's
-    build_fed_eval, ~10x faster (see evaluation.ShardEvaluator)."""
-    test_ids = [c for c in data.test.client_ids if data.test.create_tf_dataset_for_client(c).cardinality() != 0]
-    if pipeline.client_inputs == 'shards':
-        test_shards = _open(cleanup, 'shards', data.test, eval_pipeline(pipeline))
-        return evaluation.ShardEvaluator(model_fn, test_shards(test_ids), batch_size=pipeline.batch_size)
-    return evaluation.FederatedEvaluator(model_fn, client_data.ClientDatasets(data.test, eval_pipeline(pipeline))(test_ids))
 
 
 class _Progress:

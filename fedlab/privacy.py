@@ -85,6 +85,26 @@ def _server_optimizer(values: dict) -> str:
 def check(values: dict) -> list[str]:
     """Raises FedlabError (one line) for a DP setup whose epsilon would not hold; returns warnings to print."""
     keys = _privacy_keys(values)
+    _check_privacy_keys(keys)
+    clipping, aggregator = _aggregator(values)
+    _check_secure_runtime(values, aggregator)
+    if clipping is None:
+        return []
+    _check_dp_keys(aggregator)
+    _check_dp_assumptions(values, keys, aggregator)
+    warnings = []
+    if clipping == 'adaptive':
+        warnings += _adaptive_clipping_warnings(values, aggregator)
+    optimizer = _server_optimizer(values)
+    if any(adaptive in optimizer.lower() for adaptive in ADAPTIVE_OPTIMIZERS):
+        warnings.append(
+            f'server optimizer {optimizer} with aggregator={_name(aggregator)}: TFF recommends server SGD with '
+            'momentum for DP (an adaptive optimizer rescales the noise coordinate by coordinate); epsilon is unchanged'
+        )
+    return warnings
+
+
+def _check_privacy_keys(keys: dict) -> None:
     if keys['accountant'] not in ACCOUNTANTS:
         raise FedlabError(
             f'privacy.accountant={keys["accountant"]} is not allowed: privacy.accountant must be rdp or pld'
@@ -98,16 +118,17 @@ def check(values: dict) -> list[str]:
     if delta is not None and not (isinstance(delta, (int, float)) and 0 < delta < 1):
         raise FedlabError(f'privacy.delta={delta} is not allowed: privacy.delta must be a number in (0, 1) or null')
 
-    clipping, aggregator = _aggregator(values)
+
+def _check_secure_runtime(values: dict, aggregator: dict) -> None:
     runtime = str((values.get('runtime') or {}).get('_target_') or '')
     if aggregator.get('_target_') == SECURE_AGGREGATOR and runtime.endswith('RemoteRuntime'):
         raise FedlabError(
             'aggregator=secure runs in TFF\'s test context on this machine\'s worker, which simulates the secure sums;'
             ' remote workers cannot run them: use the local runtime'
         )
-    if clipping is None:
-        return []
-    name = _name(aggregator)
+
+
+def _check_dp_keys(aggregator: dict) -> None:
     z = aggregator.get('noise_multiplier')
     if not isinstance(z, (int, float)) or z < 0:
         raise FedlabError(f'aggregator.noise_multiplier={z} is not allowed: it must be a number >= 0')
@@ -121,6 +142,11 @@ def check(values: dict) -> list[str]:
         value = aggregator.get(key)
         if value is not None and not (isinstance(value, (int, float)) and ok(value)):
             raise FedlabError(f'aggregator.{key}={value} is not allowed: aggregator.{key} must be {allowed}')
+
+
+def _check_dp_assumptions(values: dict, keys: dict, aggregator: dict) -> None:
+    """What the accountant's epsilon assumes: the exact sum, Poisson sampling, each client counted once."""
+    name = _name(aggregator)
     if aggregator.get('compression'):
         raise FedlabError(
             f'aggregator={name} with aggregator.compression=true: {DP_WITH_COMPRESSION}; DP runs with the exact sum'
@@ -138,8 +164,12 @@ def check(values: dict) -> list[str]:
             'clients by examples: use weighting=uniform'
         )
 
+
+def _adaptive_clipping_warnings(values: dict, aggregator: dict) -> list[str]:
+    """Refuses TFF's limit between the noise and the clipped-count noise; warns when the clip estimate is costly."""
     warnings = []
-    if clipping == 'adaptive' and z > 0:
+    z = aggregator['noise_multiplier']
+    if z > 0:
         clients = values.get('clients_per_round', 1)
         stddev = aggregator.get('clipped_count_stddev')
         default_stddev = stddev is None
@@ -162,14 +192,8 @@ def check(values: dict) -> list[str]:
                 f'aggregator=dp: the update gets {factor:.2f}x the noise of noise_multiplier={z} to pay for the clip '
                 'estimate; more clients_per_round or a larger clipped_count_stddev would lower it'
             )
-    if clipping == 'adaptive' and aggregator.get('zeroing'):
+    if aggregator.get('zeroing'):
         warnings.append(f'aggregator.zeroing=true: {ZEROING_CAVEAT}')
-    optimizer = _server_optimizer(values)
-    if any(adaptive in optimizer.lower() for adaptive in ADAPTIVE_OPTIMIZERS):
-        warnings.append(
-            f'server optimizer {optimizer} with aggregator={_name(aggregator)}: TFF recommends server SGD with '
-            'momentum for DP (an adaptive optimizer rescales the noise coordinate by coordinate); epsilon is unchanged'
-        )
     return warnings
 
 

@@ -36,8 +36,8 @@ class RemoteRuntime:
     chunks' aggregates are merged here. A worker that stops answering for `reconnect_timeout` s stops the run
     with fedlab.errors.WorkerLost naming it (exit 4; the last complete round is checkpointed, resume continues).
     With `shared_filesystem`, the workers see this machine's files at the same paths (a shared mount, or
-    workers on this machine), which `client_inputs=shards` needs: the shard files are written where Python's
-    tempfile puts them (TMPDIR).
+    workers on this machine), which `client_inputs=shards` needs: the shard files are written under `shard_dir`
+    (fedlab.shards).
     """
 
     workers: Sequence[str] = ()
@@ -67,7 +67,7 @@ class RemoteRuntime:
         if client_inputs == 'shards' and not self.shared_filesystem:
             raise FedlabError(
                 'client_inputs=shards is not allowed on runtime=remote unless the workers read the shard files at'
-                ' the same paths as here: set runtime.shared_filesystem=true if they do (same machine, or TMPDIR on'
+                ' the same paths as here: set runtime.shared_filesystem=true if they do (same machine, or shard_dir on'
                 ' a shared mount), or use client_inputs=tensors (the default on remote)'
             )
 

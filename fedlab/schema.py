@@ -47,6 +47,27 @@ class RunConfig:
     resume: Optional[str] = None
     privacy: Any = None  # accounting keys of the DP aggregators, checked by fedlab.privacy
     efficiency: Any = None  # rounds per TFF call, packed clients: checked by fedlab.efficiency
+    eval_clients: Optional[int] = None
+    data_cache: Optional[str] = None
+    shard_dir: Optional[str] = None
+    shard_budget_mb: int = 1024
+
+
+# Keys that say where files go or how much room they may take, not what is computed: a run resumes across
+# changes of these (see `without_locations`).
+WHERE_NOT_WHAT = ('data_cache', 'shard_dir', 'shard_budget_mb', 'data.array_cache')
+
+
+def without_locations(config: dict) -> dict:
+    """`config` (a plain dict) without the `WHERE_NOT_WHAT` keys."""
+    for dotted in WHERE_NOT_WHAT:
+        *parents, key = dotted.split('.')
+        node = config
+        for parent in parents:
+            node = node.get(parent) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(key, None)
+    return config
 
 
 def register() -> None:
@@ -72,6 +93,8 @@ _RULES = {
     'server_momentum': (lambda v: 0 <= v < 1, 'a number in [0, 1)'),
     'seed': (lambda v: 0 <= v < 2**31, 'an integer in [0, 2**31)'),
     'checkpoint_every': (lambda v: v >= 0, 'an integer >= 0 (0: only at the end and on interrupt)'),
+    'eval_clients': (lambda v: v is None or v >= 1, 'null (every test client) or an integer >= 1'),
+    'shard_budget_mb': (lambda v: v >= 64, 'an integer >= 64 (megabytes of disk for shard files)'),
 }
 
 

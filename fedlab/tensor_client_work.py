@@ -36,20 +36,21 @@ def materialize(dataset: tf.data.Dataset) -> collections.OrderedDict:
 
 
 def write_shard(stem: str, stream: collections.OrderedDict) -> str:
-    """Writes a client's batch stream as one serialized tensor file per key (`{stem}.x`, `{stem}.y`);
+    """Writes a client's batch stream as a shard (`fedlab.shards`: here with the identity order) at `stem`;
     returns `stem`, which `read_shard` reads back inside the client's computation."""
-    for key, array in stream.items():
-        with open(f'{stem}.{key}', 'wb') as f:
-            f.write(tf.io.serialize_tensor(array).numpy())
+    from fedlab import shards
+
+    for suffix, content in shards.serialize(stream, np.arange(len(stream['y']))).items():
+        with open(f'{stem}.{suffix}', 'wb') as f:
+            f.write(content)
     return str(stem)
 
 
 def read_shard(stem: tf.Tensor, input_spec) -> collections.OrderedDict:
-    """In-graph inverse of `write_shard`, with the shapes and dtypes of the model's `input_spec`."""
-    return collections.OrderedDict(
-        (key, tf.ensure_shape(tf.io.parse_tensor(tf.io.read_file(stem + f'.{key}'), spec.dtype), spec.shape))
-        for key, spec in input_spec.items()
-    )
+    """In-graph: the batch stream of a shard (`fedlab.shards.read_shard`), with the model's `input_spec`."""
+    from fedlab import shards
+
+    return shards.read_shard(stem, input_spec)
 
 
 class ClientInputs(NamedTuple):

@@ -101,7 +101,7 @@ def run(
     sampler: Sampler,
     schedule: Schedule,
     *,
-    evaluate: Callable[[object], dict[str, dict[str, float]]],
+    evaluate: Callable[[object, int], dict[str, dict[str, float]]],
     on_round: Callable[[RoundResult, object], None],
     state=None,
     start_round: int = 1,
@@ -114,7 +114,7 @@ def run(
     `learning_rates` sets each round's client and server learning rates in the state before the round (a
     function of the round number, so a resumed run continues the schedule).
 
-    `evaluate(model_weights)` returns metrics per evaluated population; `on_round(result, state)`
+    `evaluate(model_weights, round_num)` returns metrics per evaluated population; `on_round(result, state)`
     receives every round's result and the state after it as soon as the round is complete.
     Returns the final state. Raises TrainingDiverged, before `on_round`, for a non-finite round.
 
@@ -196,7 +196,7 @@ def _finish_round(process, planned: round_blocks.PlannedRound, metrics, train_se
     evaluations, eval_seconds = {}, 0.0
     if schedule.evaluates_after(planned.round_num):
         start = time.perf_counter()
-        evaluations = evaluate(process.get_model_weights(state))
+        evaluations = evaluate(process.get_model_weights(state), planned.round_num)
         eval_seconds = time.perf_counter() - start
     on_round(
         RoundResult(

@@ -26,6 +26,15 @@ def compose_config(overrides=()):
 
 
 @pytest.fixture(scope='session', autouse=True)
+def _private_fedlab_cache(tmp_path_factory):
+    """fedlab's data cache and shard files go to a temporary directory, not the user's ~/.cache/fedlab."""
+    import os
+
+    os.environ['FEDLAB_CACHE_DIR'] = str(tmp_path_factory.mktemp('fedlab-cache'))
+    yield
+
+
+@pytest.fixture(scope='session', autouse=True)
 def _stop_tff_workers():
     """Tests that run TFF computations in this process start its worker: the CLI's cleanup applies here too,
     so it is stopped at the end, on SIGTERM (e.g. `timeout`), and by its watchdog if pytest is killed."""

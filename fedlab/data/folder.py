@@ -4,6 +4,7 @@ import pathlib
 
 import numpy as np
 
+from fedlab.data.arrays import ArrayClients, PixelCodes, image_table
 from fedlab.errors import FedlabError
 
 TEST_DIR = 'test'  # reserved: <root>/test/<client_id>/<label>/*.png is the held-out mirror, not a client
@@ -11,13 +12,14 @@ TEST_DIR = 'test'  # reserved: <root>/test/<client_id>/<label>/*.png is the held
 
 def load_folder(
         root: str, *, test_fraction: float = 0.2, num_classes: int | None = None, num_clients: int | None = None,
-        seed: int = 0,
+        seed: int = 0, array_cache: str | None = None,
 ):
     """One client per directory of `root`, one integer label per sub-directory, PNGs of one size inside.
 
     Grayscale images give 1 channel; if any image is colour, all are read as RGB (3 channels). Pixels are
     scaled to [0, 1] (0 = black). Held-out data comes from `root`/test/ when it exists, otherwise each client
-    keeps `test_fraction` of its images. `num_classes` defaults to the largest label + 1.
+    keeps `test_fraction` of its images. `num_classes` defaults to the largest label + 1. `array_cache`:
+    fedlab's data cache directory, where the decoded images are kept for the next run (None: decode every time).
     """
     root_path = pathlib.Path(root)
     if not root_path.is_dir():
@@ -33,8 +35,6 @@ def load_folder(
         if num_clients is None:
             raise FedlabError(f'{test_root / client_id}: no training directory {root_path / client_id} for this client')
         del test_files[client_id]  # a client left out by num_clients
-    all_paths = [path for clients in (train_files, test_files) for files in clients.values() for path, _ in files]
-    mode = 'L' if all(_mode(path) == 'L' for path in all_paths) else 'RGB'
     labels_seen = {label for clients in (train_files, test_files) for files in clients.values() for _, label in files}
     classes = num_classes if num_classes is not None else max(labels_seen) + 1
     train_labels = {label for files in train_files.values() for _, label in files}
@@ -47,10 +47,56 @@ def load_folder(
             if label >= classes:
                 raise FedlabError(f'{path.parent}: label {label} is not below data.num_classes={classes}')
 
+    listed = {'train': train_files, 'test': test_files}
+    if array_cache is None:
+        arrays = _decode(listed)
+    else:
+        from fedlab.data import cache
+
+        all_paths = [path for clients in listed.values() for files in clients.values() for path, _ in files]
+        labels = [[str(path.relative_to(root_path)), label] for path, label in _all_files(listed)]
+        key = {'files': cache.fingerprint(all_paths, root_path), 'labels': cache.digest_of(labels)}
+        store = cache.ArrayCache(array_cache, 'folder', root_path, key, variant=f'clients={num_clients}')
+        stored, meta = store.load_or_build(lambda: _stored(_decode(listed)))
+        arrays = {split: ArrayClients.from_arrays(f'{split}_', stored, meta) for split in ('train', 'test')}
+
+    train, test = arrays['train'], arrays['test']
+    if not test_files:
+        rng = np.random.default_rng(seed)
+        from fedlab.data.partition import split_train_test
+
+        train_rows, test_rows = [], []
+        for client_id, start, count in zip(train.client_ids, train.offsets, train.counts):
+            train_idx, test_idx = split_train_test(np.arange(count), test_fraction=test_fraction, rng=rng)
+            train_rows.append(start + train_idx)
+            test_rows.append(start + test_idx)
+        train, test = train.take(train_rows), train.take(test_rows)
+    test = test.subset(train.client_ids)
+
+    from fedlab.data import federated_data
+
+    return federated_data.FederatedData(
+            name=f'folder:{root_path.name}',
+            train=federated_data.client_data_from_arrays(train),
+            test=federated_data.client_data_from_arrays(test),
+            image_shape=train.image_shape,
+            num_classes=classes,
+    )
+
+
+def _all_files(listed):
+    for clients in listed.values():
+        for files in clients.values():
+            yield from files
+
+
+def _decode(listed: dict[str, dict[str, list]]) -> dict[str, ArrayClients]:
+    """Every listed image as 8-bit codes of `image_table()` (a PNG's own values), checked for one size."""
+    mode = 'L' if all(_mode(path) == 'L' for path, _ in _all_files(listed)) else 'RGB'
     shape = None
     arrays = {}
-    for name, clients in (('train', train_files), ('test', test_files)):
-        arrays[name] = {}
+    for name, clients in listed.items():
+        parts = []
         for client_id, files in clients.items():
             images = []
             for path, _ in files:
@@ -63,28 +109,22 @@ def load_folder(
                             ' have one size'
                     )
                 images.append(image)
-            labels = np.array([label for _, label in files], dtype=np.int32)
-            arrays[name][client_id] = (np.stack(images), labels)
+            parts.append((client_id, np.stack(images), np.array([label for _, label in files], dtype=np.int32)))
+        arrays[name] = parts
+    return {
+        name: ArrayClients.concatenate(parts, shape, image_table()) if parts
+        else ArrayClients([], [], PixelCodes(np.zeros((0, *shape), np.uint8), image_table()), np.zeros(0, np.int32))
+        for name, parts in arrays.items()
+    }
 
-    if not test_files:
-        rng = np.random.default_rng(seed)
-        from fedlab.data.partition import split_train_test
 
-        for client_id, (pixels, labels) in list(arrays['train'].items()):
-            train_idx, test_idx = split_train_test(np.arange(len(labels)), test_fraction=test_fraction, rng=rng)
-            arrays['train'][client_id] = pixels[train_idx], labels[train_idx]
-            arrays['test'][client_id] = pixels[test_idx], labels[test_idx]
-    empty = np.zeros([0, *shape], np.float32), np.zeros([0], np.int32)
-
-    from fedlab.data import federated_data
-
-    return federated_data.FederatedData(
-            name=f'folder:{root_path.name}',
-            train=federated_data.client_data_from_arrays(arrays['train']),
-            test=federated_data.client_data_from_arrays({c: arrays['test'].get(c, empty) for c in arrays['train']}),
-            image_shape=tuple(shape),
-            num_classes=classes,
-    )
+def _stored(arrays: dict[str, ArrayClients]) -> tuple[dict, dict]:
+    stored, meta = {}, {}
+    for split, clients in arrays.items():
+        split_arrays, split_meta = clients.to_arrays(f'{split}_')
+        stored.update(split_arrays)
+        meta.update(split_meta)
+    return stored, meta
 
 
 def _list_images(root: pathlib.Path, *, skip: set[str]) -> dict[str, list[tuple[pathlib.Path, int]]]:
@@ -117,11 +157,12 @@ def _mode(path: pathlib.Path) -> str:
 
 
 def _read(path: pathlib.Path, mode: str) -> np.ndarray:
+    """The image's 8-bit values [h, w, channels]; `image_table()` gives their float32 pixels (value / 255)."""
     from PIL import Image
 
     try:
         with Image.open(path) as image:
-            pixels = np.asarray(image.convert(mode), dtype=np.float32) / 255.0
+            pixels = np.asarray(image.convert(mode), dtype=np.uint8)
     except OSError as error:  # e.g. a file cut short after its header
         raise FedlabError(f'{path}: not a readable PNG ({error})') from None
     return pixels[..., np.newaxis] if mode == 'L' else pixels
