@@ -115,6 +115,8 @@ def train_and_evaluate(
                 learning_rates=learning_rates,
                 rounds_per_call=efficiency.rounds_per_call,
                 state_needed_after=run.checkpoints_after,
+                resident_state=efficiency.resident_state,
+                on_state=run.attach_state,
             )
 
             # 5. Optionally, the tutorial's evaluation of the final model on the clients' training data.

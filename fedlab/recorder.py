@@ -157,6 +157,12 @@ class RunRecorder:
             if self.checkpoints_after(round_num):
                 self._save_checkpoint()
 
+    def attach_state(self, round_num: int, state) -> None:
+        """The state after committed round `round_num`, committed without it (the state was then kept in TFF's
+        worker: fedlab.resident_state) and fetched since; a checkpoint of that round is possible again."""
+        if self._committed.round_num == round_num and self._committed.state is None:
+            self._committed = _Committed(round_num, state)
+
     def checkpoints_after(self, round_num: int) -> bool:
         """Whether round `round_num` is checkpointed when it is committed (every `checkpoint_every`, the last)."""
         return round_num == self._rounds or bool(self._checkpoint_every and round_num % self._checkpoint_every == 0)

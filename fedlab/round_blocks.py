@@ -54,8 +54,15 @@ def plan(
 class RoundBlocks:
     """Runs blocks of rounds of `process` in single TFF calls; one computation per block length, traced once."""
 
-    def __init__(self, process: tff.learning.templates.LearningProcess):
+    def __init__(self, process: tff.learning.templates.LearningProcess, *, resident: bool = False):
+        """`resident`: the state stays in TFF's worker between calls (fedlab.resident_state); `next` then takes
+        and returns a handle, which `fetch` turns into the state."""
         self._process = process
+        self._resident = None
+        if resident:
+            from fedlab import resident_state
+
+            self._resident = resident_state.ResidentCaller() if resident_state.available() else None
         state_type, data_type = process.next.type_signature.parameter
         self._state_type = state_type
         self._data_type = data_type
@@ -68,9 +75,22 @@ class RoundBlocks:
         round's metrics as `process.next` returns them)."""
         k = len(client_data)
         computation = self._computation(k, hparams is not None)
-        args = [state, *client_data] + (list(hparams) if hparams is not None else [])
-        state, *metrics = computation(tuple(args))
+        args = [*client_data] + (list(hparams) if hparams is not None else [])
+        if self._resident is not None:
+            return self._resident.call(computation, state, tuple(args))
+        state, *metrics = computation((state, *args))
         return state, metrics
+
+    @property
+    def resident(self) -> bool:
+        return self._resident is not None
+
+    def is_handle(self, state) -> bool:
+        return self._resident is not None and self._resident.is_handle(state)
+
+    def fetch(self, state):
+        """The state as a Python value, from a handle `next` returned (or the state itself)."""
+        return self._resident.fetch(state) if self._resident is not None else state
 
     def _computation(self, k: int, with_hparams: bool) -> tff.Computation:
         key = (k, with_hparams)

@@ -108,6 +108,8 @@ def run(
     learning_rates: LearningRates | None = None,
     rounds_per_call: int = 1,
     state_needed_after: Callable[[int], bool] = lambda round_num: False,
+    resident_state: bool = False,
+    on_state: Callable[[int, object], None] = lambda round_num, state: None,
 ):
     """Trains rounds `start_round`..`schedule.rounds` from `state` (default: a fresh initial state).
 
@@ -123,11 +125,14 @@ def run(
     caller's checkpoints). Its rounds reach `on_round` together when it returns, with the state None but after
     the last. A stop request (Ctrl-C) is honoured between blocks; a block with a non-finite round is trained
     again round by round, so that divergence is reported at the same round as without blocks.
+    `resident_state`: the state stays in TFF's worker between calls (fedlab.resident_state), fetched only where
+    it is needed (those rounds, and a stop request); other rounds reach `on_round` with the state None, and
+    `on_state(round_num, state)` receives such a state when it is fetched later (before a round trained alone).
     """
     tff_serialization.install()  # the state crosses to TFF's worker every round: serialize it without copies
     if state is None:
         state = process.initialize()
-    blocks = round_blocks.RoundBlocks(process) if rounds_per_call > 1 else None
+    blocks = round_blocks.RoundBlocks(process, resident=resident_state) if rounds_per_call > 1 or resident_state else None
     round_num = start_round
     while round_num <= schedule.rounds:
         interrupts.raise_if_requested()  # the round (or block) boundary, where a Ctrl-C or SIGTERM stops the run
@@ -139,9 +144,12 @@ def run(
             state_needed_after=lambda r: schedule.evaluates_after(r) or state_needed_after(r),
         )
         trained = None
-        if blocks and len(planned) > 1:
+        if blocks and (len(planned) > 1 or blocks.resident) and planned[0].client_ids:
             trained = _train_block(blocks, process, state, planned, train_datasets, learning_rates)
         if trained is None:  # one round a call: no blocks, a block of one, or a block with a non-finite round
+            if blocks and blocks.is_handle(state):
+                state = blocks.fetch(state)
+                on_state(planned[0].round_num - 1, state)
             for i, planned_round in enumerate(planned):
                 if i:
                     interrupts.raise_if_requested()
@@ -149,9 +157,14 @@ def run(
                 _finish_round(process, planned_round, metrics, seconds, state, evaluate, on_round, schedule)
         else:
             state, block_metrics, seconds = trained
+            last = planned[-1].round_num
+            if last == schedule.rounds or schedule.evaluates_after(last) or state_needed_after(last) or (
+                interrupts.stop_requested()
+            ):
+                state = blocks.fetch(state)
             with interrupts.uncuttable():  # recorded together: Python holds a state only after the block's last round
                 for planned_round, metrics in zip(planned, block_metrics):
-                    after = state if planned_round is planned[-1] else None
+                    after = state if planned_round is planned[-1] and not blocks.is_handle(state) else None
                     _finish_round(
                         process, planned_round, metrics, seconds / len(planned), after, evaluate, on_round, schedule
                     )

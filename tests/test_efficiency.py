@@ -21,7 +21,8 @@ BASE = ['data.num_clients=6', 'clients_per_round=3', 'rounds=5', 'eval_every=0',
 PLAIN = ['efficiency.rounds_per_call=1', 'efficiency.pack_clients=false']
 BLOCKS = ['efficiency.rounds_per_call=2', 'efficiency.pack_clients=false']
 PACKED = ['efficiency.rounds_per_call=1', 'efficiency.pack_clients=true']
-BOTH = ['efficiency.rounds_per_call=2', 'efficiency.pack_clients=true']
+RESIDENT = ['efficiency.rounds_per_call=1', 'efficiency.pack_clients=false', 'efficiency.resident_state=true']
+BOTH = ['efficiency.rounds_per_call=2', 'efficiency.pack_clients=true', 'efficiency.resident_state=true']
 SCHEDULES = ['client_lr_schedule=exponential_decay', 'client_lr_schedule.decay_rounds=2',
              'server_lr_schedule=inverse_sqrt']  # fmt: skip
 # Without noise (TFF draws DP noise unseeded: two plain runs differ), but clipped to an adaptive norm.
@@ -31,7 +32,7 @@ DP = ['aggregator=dp', 'sampling=poisson', 'aggregator.noise_multiplier=0', 'agg
 # optimizer (its hyper-parameters are set in each round of a block), and DP with Poisson sampling; the slow one has
 # every model x aggregator x sampler and every algorithm.
 DEFAULT_CASES = [
-    ('linear', 'mean', 'fixed', ['server_optimizer=adam', *SCHEDULES]),
+    ('linear', 'mean', 'poisson', ['server_optimizer=adam', *SCHEDULES]),
     ('linear', 'dp', 'poisson', DP[2:]),
 ]
 ALGORITHM_CASES = [
@@ -72,14 +73,17 @@ def _assert_close(plain_rows, rows, rel=1e-6):
             assert got == pytest.approx(expected, rel=rel, abs=1e-9) or (math.isnan(expected) and math.isnan(got)), key
 
 
-def _check(tmp_path, overrides, *, pack: bool):
+def _check(tmp_path, overrides, *, pack: bool, resident: bool):
     cli.train(compose_config([*overrides, *PLAIN]), tmp_path / 'plain')
     cli.train(compose_config([*overrides, *BLOCKS]), tmp_path / 'blocks')
     plain = (tmp_path / 'plain' / 'metrics.csv').read_text()
     assert _blocks_formed(tmp_path / 'blocks'), 'no two rounds ran in one call: the case tests nothing'
     assert (tmp_path / 'blocks' / 'metrics.csv').read_text() == plain
     assert (tmp_path / 'blocks' / 'clients.csv').read_text() == (tmp_path / 'plain' / 'clients.csv').read_text()
-    if pack:  # both techniques together
+    if resident:  # the state kept in the worker, fetched at round 5 (evaluated, last) and when the count changes
+        cli.train(compose_config([*overrides, *RESIDENT]), tmp_path / 'resident')
+        assert (tmp_path / 'resident' / 'metrics.csv').read_text() == plain
+    if pack:  # all techniques together
         cli.train(compose_config([*overrides, *BOTH]), tmp_path / 'both')
         _assert_close(_rows(tmp_path / 'plain' / 'metrics.csv'), _rows(tmp_path / 'both' / 'metrics.csv'))
 
@@ -101,13 +105,14 @@ def _id(case):
 
 @pytest.mark.parametrize('model,aggregator,sampler,more', DEFAULT_CASES, ids=[_id(c) for c in DEFAULT_CASES])
 def test_blocks_byte_identical_and_packed_within_1e6(model, aggregator, sampler, more, tmp_path):
-    _check(tmp_path, _overrides(model, aggregator, sampler, more), pack=_packable(aggregator, more))
+    _check(tmp_path, _overrides(model, aggregator, sampler, more), pack=_packable(aggregator, more),
+           resident=aggregator != 'dp')  # fmt: skip
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize('model,aggregator,sampler,more', SLOW_CASES, ids=[_id(c) for c in SLOW_CASES])
 def test_every_model_aggregator_and_sampler(model, aggregator, sampler, more, tmp_path):
-    _check(tmp_path, _overrides(model, aggregator, sampler, more), pack=aggregator == 'mean')
+    _check(tmp_path, _overrides(model, aggregator, sampler, more), pack=_packable(aggregator, more), resident=True)
 
 
 @pytest.mark.slow
@@ -178,12 +183,13 @@ def test_interrupt_inside_a_block_stops_after_it_and_resumes_to_the_same_tables(
 def test_divergence_in_a_block_stops_at_the_same_round_as_without_blocks(tmp_path):
     overrides = [*BASE, 'rounds=4', 'client_lr=1e30', 'server_lr=1e30', 'checkpoint_every=2']
     messages = []
-    for name, setting in (('plain', PLAIN), ('blocks', ['efficiency.rounds_per_call=4'])):
+    for name, setting in (('plain', PLAIN), ('blocks', ['efficiency.rounds_per_call=4']), ('resident', RESIDENT)):
         with pytest.raises(TrainingDiverged) as diverged:
             cli.train(compose_config([*overrides, *setting]), tmp_path / name)
         messages.append(str(diverged.value))
-    assert messages[0] == messages[1] and 'training diverged in round' in messages[0]
-    assert (tmp_path / 'blocks' / 'metrics.csv').read_text() == (tmp_path / 'plain' / 'metrics.csv').read_text()
+    assert messages[0] == messages[1] == messages[2] and 'training diverged in round' in messages[0]
+    for name in ('blocks', 'resident'):
+        assert (tmp_path / name / 'metrics.csv').read_text() == (tmp_path / 'plain' / 'metrics.csv').read_text()
 
 
 def test_plan_ends_blocks_where_the_state_is_needed_and_the_client_count_changes():
@@ -228,5 +234,7 @@ def test_packing_falls_back_where_it_is_not_linear_and_says_why():
     assert not off.pack_clients and 'aggregator=compression' in off.notes[0] and off.rounds_per_call == 4
     mime = settings(aggregator=mean, algorithm={'_target_': 'fedlab.algorithms.mime_lite.build_mime_lite'})
     assert not mime.pack_clients and 'algorithm=mime_lite' in mime.notes[0]
+    dp = efficiency.settings({'efficiency': {'resident_state': True}, 'aggregator': {'_target_': 'fedlab.aggregators.dp'}})
+    assert not dp.resident_state and 'DP' in dp.notes[0]
     remote = settings(aggregator=mean, algorithm=fedavg, runtime={'_target_': 'fedlab.runtime.RemoteRuntime'})
     assert (remote.rounds_per_call, remote.pack_clients) == (1, False) and 'runtime=remote' in remote.notes[0]
