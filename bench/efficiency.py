@@ -98,22 +98,25 @@ def measure(architecture: str, clients: dict, *, rounds: int, rounds_per_call: i
     x_t, y_t = tf.constant(x), tf.constant(y)
 
     k = rounds_per_call
-    blocks, packed_blocks = round_blocks.RoundBlocks(plain), round_blocks.RoundBlocks(packed)
+    blocks = round_blocks.RoundBlocks(plain)
+    resident = round_blocks.RoundBlocks(plain, resident=True)
+    packed_blocks = round_blocks.RoundBlocks(packed, resident=True)  # all three
     # method -> (one step, rounds per step)
     states = {'stock': stock.initialize(), 'plain': plain.initialize(), 'blocks': plain.initialize(),
-              'packed': packed.initialize(), 'all': packed.initialize()}  # fmt: skip
+              'packed': packed.initialize(), 'resident': plain.initialize(), 'all': packed.initialize()}  # fmt: skip
 
     def round_of(name, process, inputs):
         states[name] = process.next(states[name], inputs).state
 
-    def block_of(name, runner, inputs):
-        states[name] = runner.next(states[name], [inputs] * k)[0]
+    def block_of(name, runner, inputs, rounds=k):
+        states[name] = runner.next(states[name], [inputs] * rounds)[0]
 
     steps = {
         'stock': (lambda: round_of('stock', stock, datasets), 1),
         'plain': (lambda: round_of('plain', plain, shard_paths), 1),
         'blocks': (lambda: block_of('blocks', blocks, shard_paths), k),
         'packed': (lambda: round_of('packed', packed, groups), 1),
+        'resident': (lambda: block_of('resident', resident, shard_paths, rounds=1), 1),
         'all': (lambda: block_of('all', packed_blocks, groups), k),
         'empty': (lambda: empty_round(empty_weights, shard_paths), 1),
         'central': (lambda: central(x_t, y_t).numpy(), 1),
@@ -147,7 +150,7 @@ def main(argv=None) -> list[str]:
     k = args.rounds_per_call
     lines = [f'# 1. simulation efficiency: 10 clients x {examples // 10} {source} examples, batch 20, 1 epoch, '
              f'{args.rounds} interleaved rounds after the first calls; rounds_per_call={k}, '
-             f'pack_clients into {client_groups()} groups']
+             f'pack_clients into {client_groups()} groups; all three: with resident_state too']
     print(lines[0], flush=True)
     for architecture in args.models.split(','):
         rates = measure(architecture, clients, rounds=args.rounds, rounds_per_call=k)
@@ -155,7 +158,7 @@ def main(argv=None) -> list[str]:
         lines.append(
             f'   {architecture}: ms per round: central loop {ms["central"]:.1f}, TFF stock {ms["stock"]:.1f}, '
             f'empty TFF round {ms["empty"]:.1f}, fedlab plain {ms["plain"]:.1f}, rounds_per_call {ms["blocks"]:.1f}, '
-            f'pack_clients {ms["packed"]:.1f}, both {ms["all"]:.1f}'
+            f'pack_clients {ms["packed"]:.1f}, resident_state {ms["resident"]:.1f}, all three {ms["all"]:.1f}'
         )
         for label, name in [
             ('TFF stock', 'stock'),
@@ -163,14 +166,15 @@ def main(argv=None) -> list[str]:
             ('fedlab plain (shards)', 'plain'),
             (f'fedlab rounds_per_call={k}', 'blocks'),
             ('fedlab pack_clients', 'packed'),
+            ('fedlab resident_state', 'resident'),
         ]:
             lines.append(common.figure(f'eta {architecture} {label}', rates[name] / rates['central'], '(ref)', None))
         eta = rates['all'] / rates['central']
         goal, factor = GOALS[architecture], STOCK_FACTOR[architecture]
         vs_stock = rates['all'] / rates['stock']
-        lines.append(common.figure(f'eta {architecture} fedlab both', eta, f'>={goal}', eta >= goal,
+        lines.append(common.figure(f'eta {architecture} fedlab all three', eta, f'>={goal}', eta >= goal,
                                    f'{vs_stock:.1f}x TFF stock, goal >={factor}x: {"MET" if vs_stock >= factor else "MISS"}'))
-        print('\n'.join(lines[-7:]), flush=True)
+        print('\n'.join(lines[-8:]), flush=True)
     return lines
 
 
