@@ -15,7 +15,7 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from fedlab import checkpoints, heap, interrupts, launchers, privacy, rundir, schema, scratch, seeds, sweep, workers
+from fedlab import checkpoints, efficiency, heap, interrupts, launchers, privacy, rundir, schema, scratch, seeds, sweep, workers
 from fedlab.algorithms import combinations
 from fedlab.errors import FedlabError, RunStopped
 
@@ -83,6 +83,7 @@ def train(cfg: DictConfig, run_dir: pathlib.Path, run_info: dict | None = None):
             config=_identity(cfg),
             run_info=run_info,
             privacy_ledger=accounting.PrivacyLedger(dp_settings) if dp_settings else None,
+            efficiency=efficiency.settings(OmegaConf.to_container(cfg, resolve=True)),
         )
 
 
@@ -127,6 +128,7 @@ def _identity(cfg: DictConfig) -> dict:
     config = schema.without_locations(OmegaConf.to_container(cfg, resolve=True))
     config.pop('resume', None)
     config.pop('runtime', None)  # where it ran: a run may resume on other workers, or locally
+    config.pop('efficiency', None)  # how many TFF calls it took: the same results either way
     return config
 
 
@@ -229,6 +231,7 @@ def check_before_tensorflow(cfg: DictConfig, run_dir: pathlib.Path) -> None:
                 raise FedlabError(f'data.{key}={value}: no such file or directory')
     combinations.check(OmegaConf.to_container(cfg, resolve=True))  # what fits together (fedlab.algorithms)
     learning_rates(cfg)  # the schedules check their own values
+    efficiency.settings(OmegaConf.to_container(cfg, resolve=True))  # rounds per call, packed clients
     instantiate(cfg.runtime).check(client_inputs=cfg.client_inputs)  # runtime=remote: workers, client inputs
     if cfg.resume is not None and not (run_dir / 'checkpoints').is_dir():
         raise FedlabError(f'resume={cfg.resume}: no fedlab run with checkpoints there')

@@ -7,9 +7,10 @@ from collections.abc import Callable
 import tensorflow_federated as tff
 import tqdm
 
-from fedlab import checkpoints, client_data, evaluation, interrupts, ledger, recorder, training, workers
+from fedlab import checkpoints, client_data, client_packing, evaluation, interrupts, ledger, recorder, training, workers
 from fedlab.algorithms.schedules import LearningRates
 from fedlab.data.federated_data import FederatedData
+from fedlab.efficiency import Efficiency
 from fedlab.errors import TrainingDiverged
 from fedlab.models import ModelFn
 from fedlab.recorder import EVAL, RunOutputs
@@ -35,6 +36,7 @@ def train_and_evaluate(
     config: dict | None = None,
     run_info: dict | None = None,
     privacy_ledger=None,
+    efficiency: Efficiency = Efficiency(),
 ) -> RunOutputs:
     """Trains the process `build_process(client_inputs=, batch_size=)` builds (fedlab.algorithms), with the
     learning rates of `learning_rates` set before every round, evaluates on the clients' test data, and writes the
@@ -46,6 +48,7 @@ def train_and_evaluate(
     results.json is written however the run ends, with its status. Ctrl-C or SIGTERM stops the run after the
     current round (a second one at once), keeping every complete round. `privacy_ledger`
     (fedlab.accounting.PrivacyLedger, for DP aggregators) adds epsilon and its parameters to every round.
+    `efficiency` (fedlab.efficiency): rounds per TFF call and packed clients, the same results in fewer calls.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     config = config or {}
@@ -67,12 +70,14 @@ def train_and_evaluate(
         with interrupts.round_boundaries(), contextlib.ExitStack() as cleanup:
             cleanup.enter_context(run)  # last out: results.json says how the run ended, whenever that was
             # 1. The learning process, and what each round transmits (read from the process, see ledger.measure).
-            process = build_process(client_inputs=pipeline.client_inputs, batch_size=pipeline.batch_size)
+            packing = {'pack_clients': True} if efficiency.pack_clients else {}  # fedlab.client_packing
+            process = build_process(client_inputs=pipeline.client_inputs, batch_size=pipeline.batch_size, **packing)
             learning_rates = learning_rates or LearningRates()  # none given: none recorded or set
             if print_type_signature:
                 print(process.initialize.type_signature.formatted_representation())
             communication = ledger.Ledger(ledger.measure(process))
             print(communication.describe())
+            print(efficiency.describe())
             ledger.warn_if_compression_is_idle(communication.cost)
             annotators = (communication, learning_rates, *([privacy_ledger] if privacy_ledger else []))
             if privacy_ledger:
@@ -100,7 +105,7 @@ def train_and_evaluate(
             progress = cleanup.enter_context(_Progress(schedule.rounds, resume_round))
             state = training.run(
                 process,
-                inputs.train,
+                client_packing.PackedInputs(inputs.train) if efficiency.pack_clients else inputs.train,
                 sampler,
                 schedule,
                 evaluate=lambda weights, round_num: {EVAL: evaluate_test(weights, round_num)},
@@ -108,6 +113,10 @@ def train_and_evaluate(
                 state=state,
                 start_round=resume_round + 1,
                 learning_rates=learning_rates,
+                rounds_per_call=efficiency.rounds_per_call,
+                state_needed_after=run.checkpoints_after,
+                resident_state=efficiency.resident_state,
+                on_state=run.attach_state,
             )
 
             # 5. Optionally, the tutorial's evaluation of the final model on the clients' training data.

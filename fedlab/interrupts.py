@@ -23,6 +23,7 @@ class _State:
     received: list[int] = []  # signals since handlers were installed, in order
     at_round_boundaries = False  # inside a training loop: the first signal waits for the round to end
     uncuttable_depth = 0  # inside checkpoint save/load: even a second signal waits for the section to end
+    boundary = 'this round'  # what the first signal waits for (fedlab.round_blocks: a block of rounds)
 
 
 def _exception(signum: int) -> BaseException:
@@ -40,7 +41,7 @@ def _on_signal(signum, frame) -> None:
     _State.received.append(signum)
     if _State.at_round_boundaries and len(_State.received) == 1:
         name = 'SIGTERM' if signum == signal.SIGTERM else 'Ctrl-C'
-        print(f'fedlab: {name}: stopping after this round ({name} again stops at once; complete rounds are kept)',
+        print(f'fedlab: {name}: stopping after {_State.boundary} ({name} again stops at once; complete rounds are kept)',
               file=sys.stderr, flush=True)  # fmt: skip
     if _must_stop_now():
         raise _exception(signum)
@@ -67,6 +68,18 @@ def round_boundaries():
         yield
     finally:
         _State.at_round_boundaries = previous
+
+
+@contextlib.contextmanager
+def boundary(description: str):
+    """While the body runs (one TFF call training several rounds), the first signal's message says the run stops
+    after `description` (e.g. 'this block of rounds (5-8)')."""
+    previous = _State.boundary
+    _State.boundary = description
+    try:
+        yield
+    finally:
+        _State.boundary = previous
 
 
 @contextlib.contextmanager

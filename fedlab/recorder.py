@@ -127,7 +127,8 @@ class RunRecorder:
 
     # 2. Each round, in one step.
     def record(self, result: 'training.RoundResult', state) -> None:
-        """Writes the round to every table and TensorBoard, then commits it with the state after it."""
+        """Writes the round to every table and TensorBoard, then commits it with the state after it (None for a
+        round inside a block of rounds: see `_save_checkpoint`)."""
         row = {'round': result.round_num, 'clients': len(result.client_ids)}
         row.update({f'{TRAIN}_{k}': v for k, v in result.train.items()})
         for population, metrics in result.evaluations.items():
@@ -153,8 +154,18 @@ class RunRecorder:
                 table.commit()
             self._committed = _Committed(round_num, state)
             self._uncommitted = False
-            if round_num == self._rounds or (self._checkpoint_every and round_num % self._checkpoint_every == 0):
+            if self.checkpoints_after(round_num):
                 self._save_checkpoint()
+
+    def attach_state(self, round_num: int, state) -> None:
+        """The state after committed round `round_num`, committed without it (the state was then kept in TFF's
+        worker: fedlab.resident_state) and fetched since; a checkpoint of that round is possible again."""
+        if self._committed.round_num == round_num and self._committed.state is None:
+            self._committed = _Committed(round_num, state)
+
+    def checkpoints_after(self, round_num: int) -> bool:
+        """Whether round `round_num` is checkpointed when it is committed (every `checkpoint_every`, the last)."""
+        return round_num == self._rounds or bool(self._checkpoint_every and round_num % self._checkpoint_every == 0)
 
     def _roll_back(self) -> None:
         """Removes what was written of an uncommitted round: table rows, running totals, TensorBoard scalars."""
@@ -169,7 +180,9 @@ class RunRecorder:
 
     def _save_checkpoint(self) -> None:
         committed = self._committed
-        if committed.round_num > self._store.latest_round():
+        # State None: a round inside a block of rounds (fedlab.round_blocks), whose state stayed in TFF's worker.
+        # Blocks end at checkpoint rounds; if the run stops inside one, it resumes from the last checkpoint.
+        if committed.state is not None and committed.round_num > self._store.latest_round():
             self._store.save(
                 committed.round_num,
                 committed.state,

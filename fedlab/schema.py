@@ -46,6 +46,7 @@ class RunConfig:
     checkpoint_every: int = 5
     resume: Optional[str] = None
     privacy: Any = None  # accounting keys of the DP aggregators, checked by fedlab.privacy
+    efficiency: Any = None  # rounds per TFF call, packed clients: checked by fedlab.efficiency
     eval_clients: Optional[int] = None
     data_cache: Optional[str] = None
     shard_dir: Optional[str] = None

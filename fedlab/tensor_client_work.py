@@ -55,17 +55,34 @@ def read_shard(stem: tf.Tensor, input_spec) -> collections.OrderedDict:
 
 class ClientInputs(NamedTuple):
     """How each client's batch stream reaches its computation inside TFF's worker, and in what batches it trains:
-    `{x: [n, ...], y: [n]}` tensors (see `materialize`), or the path of the stream's shard (see `write_shard`)."""
+    `{x: [n, ...], y: [n]}` tensors (see `materialize`), or the path of the stream's shard (see `write_shard`).
+    `packed`: each TFF client is a group of clients (fedlab.client_packing)."""
 
     batch_size: int
     from_shards: bool = False
+    packed: bool = False
 
     def data_type(self, input_spec) -> tff.types.Type:
+        if self.packed:
+            from fedlab import client_packing
+
+            return client_packing.group_type(input_spec, from_shards=self.from_shards)
         return tff.TensorType(np.str_) if self.from_shards else tff.types.tensorflow_to_type(input_spec)
 
     def read(self, data, input_spec) -> collections.OrderedDict:
         """The client's batch stream as tensors, inside its computation."""
         return read_shard(data, input_spec) if self.from_shards else data
+
+    def for_each_client(self, update_one, data, input_spec):
+        """`update_one(batch stream) -> (ClientResult, metrics)` of the TFF client's data: of the one client, or
+        summed over a packed group's clients."""
+        if not self.packed:
+            return update_one(self.read(data, input_spec))
+        from fedlab import client_packing
+
+        return client_packing.for_each_client(
+            update_one, data, lambda path: read_shard(path, input_spec), from_shards=self.from_shards
+        )
 
 
 class ModelTypes(NamedTuple):

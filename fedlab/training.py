@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import tensorflow_federated as tff
 
-from fedlab import evaluation, interrupts, tff_serialization
+from fedlab import evaluation, interrupts, round_blocks, tff_serialization
 from fedlab.algorithms.schedules import LearningRates
 from fedlab.errors import TrainingDiverged
 from fedlab.models import ModelFn
@@ -79,14 +79,15 @@ class RoundResult:
     eval_seconds: float
 
 
-def train_metrics(process_output: tff.learning.templates.LearningProcessOutput) -> dict[str, float]:
-    """The clients' training metrics of one round, with the names every model shares."""
-    return evaluation.rename_metrics(process_output.metrics['client_work']['train'])
+def train_metrics(metrics) -> dict[str, float]:
+    """The clients' training metrics of one round (`process.next(...).metrics`), with the names every model
+    shares."""
+    return evaluation.rename_metrics(metrics['client_work']['train'])
 
 
-def _check_finite(round_num: int, output, train: dict[str, float]) -> None:
+def _check_finite(round_num: int, metrics, train: dict[str, float]) -> None:
     # FedAvg's finalizer skips a non-finite update and counts it; a NaN loss shows the same thing.
-    non_finite_update = int(output.metrics.get('finalizer', {}).get('update_non_finite', 0))
+    non_finite_update = int(metrics.get('finalizer', {}).get('update_non_finite', 0))
     if non_finite_update or not math.isfinite(train['loss']):
         raise TrainingDiverged(
             f'training diverged in round {round_num}: loss {train["loss"]}, non-finite update '
@@ -105,6 +106,10 @@ def run(
     state=None,
     start_round: int = 1,
     learning_rates: LearningRates | None = None,
+    rounds_per_call: int = 1,
+    state_needed_after: Callable[[int], bool] = lambda round_num: False,
+    resident_state: bool = False,
+    on_state: Callable[[int, object], None] = lambda round_num, state: None,
 ):
     """Trains rounds `start_round`..`schedule.rounds` from `state` (default: a fresh initial state).
 
@@ -114,38 +119,106 @@ def run(
     `evaluate(model_weights, round_num)` returns metrics per evaluated population; `on_round(result, state)`
     receives every round's result and the state after it as soon as the round is complete.
     Returns the final state. Raises TrainingDiverged, before `on_round`, for a non-finite round.
+
+    `rounds_per_call` > 1 trains up to that many rounds in one TFF call (fedlab.round_blocks), the same values
+    bitwise; a block ends after an evaluation, the last round and every round `state_needed_after` names (the
+    caller's checkpoints). Its rounds reach `on_round` together when it returns, with the state None but after
+    the last. A stop request (Ctrl-C) is honoured between blocks; a block with a non-finite round is trained
+    again round by round, so that divergence is reported at the same round as without blocks.
+    `resident_state`: the state stays in TFF's worker between calls (fedlab.resident_state), fetched only where
+    it is needed (those rounds, and a stop request); other rounds reach `on_round` with the state None, and
+    `on_state(round_num, state)` receives such a state when it is fetched later (before a round trained alone).
     """
     tff_serialization.install()  # the state crosses to TFF's worker every round: serialize it without copies
     if state is None:
         state = process.initialize()
-    for round_num in range(start_round, schedule.rounds + 1):
-        interrupts.raise_if_requested()  # the round boundary, where a Ctrl-C or SIGTERM stops the run
-        client_ids = sampler(round_num)
-        if learning_rates is not None:
-            state = learning_rates.apply(process, state, round_num)
-        start = time.perf_counter()
-        output = process.next(state, train_datasets(client_ids))
-        train_seconds = time.perf_counter() - start
-        # A round without clients (sampling=poisson) trains nothing: TFF reports zeros and, for a mean, a 0/0
-        # update that it skips; a DP aggregator still applies its noise.
-        train = train_metrics(output) if client_ids else {'examples': 0, 'batches': 0}
-        if client_ids:
-            _check_finite(round_num, output, train)
-        state = output.state
-        evaluations, eval_seconds = {}, 0.0
-        if schedule.evaluates_after(round_num):
-            start = time.perf_counter()
-            evaluations = evaluate(process.get_model_weights(state), round_num)
-            eval_seconds = time.perf_counter() - start
-        on_round(
-            RoundResult(
-                round_num=round_num,
-                client_ids=client_ids,
-                train=train,
-                evaluations=evaluations,
-                train_seconds=train_seconds,
-                eval_seconds=eval_seconds,
-            ),
-            state,
+    blocks = round_blocks.RoundBlocks(process, resident=resident_state) if rounds_per_call > 1 or resident_state else None
+    round_num = start_round
+    while round_num <= schedule.rounds:
+        interrupts.raise_if_requested()  # the round (or block) boundary, where a Ctrl-C or SIGTERM stops the run
+        planned = round_blocks.plan(
+            round_num,
+            schedule.rounds,
+            sampler,
+            rounds_per_call=rounds_per_call,
+            state_needed_after=lambda r: schedule.evaluates_after(r) or state_needed_after(r),
         )
+        trained = None
+        if blocks and (len(planned) > 1 or blocks.resident) and planned[0].client_ids:
+            trained = _train_block(blocks, process, state, planned, train_datasets, learning_rates)
+        if trained is None:  # one round a call: no blocks, a block of one, or a block with a non-finite round
+            if blocks and blocks.is_handle(state):
+                state = blocks.fetch(state)
+                on_state(planned[0].round_num - 1, state)
+            for i, planned_round in enumerate(planned):
+                if i:
+                    interrupts.raise_if_requested()
+                state, metrics, seconds = _train_round(process, state, planned_round, train_datasets, learning_rates)
+                _finish_round(process, planned_round, metrics, seconds, state, evaluate, on_round, schedule)
+        else:
+            state, block_metrics, seconds = trained
+            last = planned[-1].round_num
+            if last == schedule.rounds or schedule.evaluates_after(last) or state_needed_after(last) or (
+                interrupts.stop_requested()
+            ):
+                state = blocks.fetch(state)
+            with interrupts.uncuttable():  # recorded together: Python holds a state only after the block's last round
+                for planned_round, metrics in zip(planned, block_metrics):
+                    after = state if planned_round is planned[-1] and not blocks.is_handle(state) else None
+                    _finish_round(
+                        process, planned_round, metrics, seconds / len(planned), after, evaluate, on_round, schedule
+                    )
+        round_num += len(planned)
     return state
+
+
+def _train_round(process, state, planned: round_blocks.PlannedRound, train_datasets, learning_rates):
+    """One round in one TFF call: (state after it, its metrics, seconds)."""
+    if learning_rates is not None:
+        state = learning_rates.apply(process, state, planned.round_num)
+    start = time.perf_counter()
+    output = process.next(state, train_datasets(planned.client_ids))
+    return output.state, output.metrics, time.perf_counter() - start
+
+
+def _train_block(blocks, process, state, planned: list[round_blocks.PlannedRound], train_datasets, learning_rates):
+    """The planned rounds in one TFF call: (state after the last, each round's metrics, seconds), or None if a
+    round is not finite (the caller trains the block again round by round, which raises TrainingDiverged)."""
+    hparams = None
+    if learning_rates is not None and learning_rates.varies:
+        hparams = [learning_rates.hparams(process, state, r.round_num) for r in planned]
+    start = time.perf_counter()
+    with interrupts.boundary(f'this block of rounds ({planned[0].round_num}-{planned[-1].round_num})'):
+        after, metrics = blocks.next(state, [train_datasets(r.client_ids) for r in planned], hparams)
+    seconds = time.perf_counter() - start
+    for r, round_metrics in zip(planned, metrics):
+        try:
+            _check_finite(r.round_num, round_metrics, train_metrics(round_metrics))
+        except TrainingDiverged:
+            return None
+    return after, metrics, seconds
+
+
+def _finish_round(process, planned: round_blocks.PlannedRound, metrics, train_seconds, state, evaluate, on_round, schedule):
+    """Checks, evaluates (after an evaluation round) and hands on one trained round."""
+    # A round without clients (sampling=poisson) trains nothing: TFF reports zeros and, for a mean, a 0/0
+    # update that it skips; a DP aggregator still applies its noise.
+    train = train_metrics(metrics) if planned.client_ids else {'examples': 0, 'batches': 0}
+    if planned.client_ids:
+        _check_finite(planned.round_num, metrics, train)
+    evaluations, eval_seconds = {}, 0.0
+    if schedule.evaluates_after(planned.round_num):
+        start = time.perf_counter()
+        evaluations = evaluate(process.get_model_weights(state), planned.round_num)
+        eval_seconds = time.perf_counter() - start
+    on_round(
+        RoundResult(
+            round_num=planned.round_num,
+            client_ids=planned.client_ids,
+            train=train,
+            evaluations=evaluations,
+            train_seconds=train_seconds,
+            eval_seconds=eval_seconds,
+        ),
+        state,
+    )

@@ -64,6 +64,7 @@ def _build_model_delta_update(model_fn: ModelFn, batch_size: int, *, weighting: 
 
     @tf.function(autograph=False)
     def client_update(optimizer, initial_weights, data, optimizer_hparams):
+        model.reset_metrics()  # each call reports one client's metrics (several per model when packed)
         model_weights = tff.learning.models.ModelWeights.from_model(model)
         _assign(model_weights, initial_weights)
         trainable = tuple(tf.nest.flatten(model_weights.trainable))
@@ -107,6 +108,7 @@ def _build_gradient_update(model_fn: ModelFn, batch_size: int, *, weighting: str
 
     @tf.function(autograph=False)
     def client_update(initial_weights, data):
+        model.reset_metrics()  # each call reports one client's metrics (several per model when packed)
         model_weights = tff.learning.models.ModelWeights.from_model(model)
         _assign(model_weights, initial_weights)
 
@@ -221,7 +223,7 @@ def build_model_delta_client_work(
         update = _build_model_delta_update(
             model_fn, inputs.batch_size, weighting=weighting, proximal_strength=proximal_strength
         )
-        return update(optimizer, initial_weights, inputs.read(data, input_spec), hparams)
+        return inputs.for_each_client(lambda client: update(optimizer, initial_weights, client, hparams), data, input_spec)
 
     @tff.federated_computation(
         init_fn.type_signature.result,
@@ -262,7 +264,7 @@ def build_gradient_client_work(model_fn: ModelFn, inputs: ClientInputs, *, weigh
     @tff.tensorflow.computation(weights_type, data_type)
     def client_update(initial_weights, data):
         update = _build_gradient_update(model_fn, inputs.batch_size, weighting=weighting)
-        return update(initial_weights, inputs.read(data, input_spec))
+        return inputs.for_each_client(lambda client: update(initial_weights, client), data, input_spec)
 
     @tff.federated_computation(
         init_fn.type_signature.result,
@@ -289,6 +291,8 @@ def build_mime_lite_client_work(
     broadcasts it; clients train with that state held fixed and send their model delta and, second upload, the
     full-batch gradient at the server's weights, whose aggregate advances the state. The hyper-parameters are
     the base optimizer's (its learning rate is the client learning rate)."""
+    if inputs.packed:
+        raise ValueError('Mime Lite cannot pack clients: its second upload is aggregated per client')
     metrics_aggregation_fn, input_spec, weights_type = model_types(model_fn)
     data_type = inputs.data_type(input_spec)
     gradient_aggregator = full_gradient_aggregator.create(weights_type.trainable, tff.TensorType(np.float32))

@@ -104,10 +104,13 @@ def compose(
 CLIENT_INPUTS = ('dataset', 'tensors', 'shards')
 
 
-def fast_inputs(client_inputs: str, batch_size: int) -> ClientInputs | None:
-    """The fast paths' `ClientInputs` for `client_inputs` tensors or shards; None for TFF's dataset path."""
+def fast_inputs(client_inputs: str, batch_size: int, *, packed: bool = False) -> ClientInputs | None:
+    """The fast paths' `ClientInputs` for `client_inputs` tensors or shards; None for TFF's dataset path.
+    `packed`: each TFF client trains a group of clients (fedlab.client_packing; the fast paths only)."""
     if client_inputs not in CLIENT_INPUTS:
         raise ValueError(f'client_inputs must be dataset, tensors or shards, got {client_inputs!r}')
     if client_inputs == 'dataset':
+        if packed:
+            raise ValueError('packed clients need client_inputs=shards or tensors')
         return None
-    return ClientInputs(batch_size=batch_size, from_shards=client_inputs == 'shards')
+    return ClientInputs(batch_size=batch_size, from_shards=client_inputs == 'shards', packed=packed)

@@ -4,6 +4,7 @@ the aggregate with `server_optimizer`."""
 
 import tensorflow_federated as tff
 
+from fedlab import client_packing
 from fedlab.algorithms import aggregation, client_work, composition
 from fedlab.algorithms.aggregation import NUM_EXAMPLES, AggregationFactory
 from fedlab.models import ModelFn
@@ -18,11 +19,14 @@ def build_fed_avg(
     weighting: str = NUM_EXAMPLES,
     client_inputs: str = 'shards',
     batch_size: int = 20,
+    pack_clients: bool = False,
 ) -> tff.learning.templates.LearningProcess:
     """`client_inputs='dataset'`: TFF's `build_weighted_fed_avg` (or `build_unweighted_fed_avg` for an
     unweighted `model_aggregator`); `'tensors'` / `'shards'`: the same maths on fedlab's fast client work."""
     aggregation.check_weighting(weighting, model_aggregator)
-    inputs = composition.fast_inputs(client_inputs, batch_size)
+    if pack_clients:  # several clients per TFF client call (fedlab.client_packing): a weighted mean only
+        client_packing.check_linear(model_aggregator)
+    inputs = composition.fast_inputs(client_inputs, batch_size, packed=pack_clients)
     if inputs is None:
         if aggregation.is_unweighted(model_aggregator):
             return tff.learning.algorithms.build_unweighted_fed_avg(

@@ -129,8 +129,16 @@ class LearningRates:
     def apply(self, process, state, round_num: int):
         """The state with the round's learning rates set. Constant schedules leave the state as it is (the
         optimizers were built with those rates), so a run without schedules costs no extra TFF calls."""
+        hparams = self.hparams(process, state, round_num)
+        return state if hparams is None else process.set_hparams(state, hparams)
+
+    def hparams(self, process, state, round_num: int):
+        """The process's hyper-parameters with the round's learning rates (a new structure each call), for
+        `process.set_hparams`; None when the schedules are constant."""
         if not self.varies:
-            return state
+            return None
+        import copy
+
         import numpy as np
 
         if self._hparams is None:
@@ -141,7 +149,7 @@ class LearningRates:
                 if _LEARNING_RATE not in self._hparams[part]:
                     raise FedlabError(f'{column} cannot be scheduled: this process has no {part} learning rate')
                 self._hparams[part][_LEARNING_RATE] = np.float32(rates[column])
-        return process.set_hparams(state, self._hparams)
+        return copy.deepcopy(self._hparams)
 
     # recorder.RoundAnnotator
     def round_values(self, round_num: int, client_ids: list[str]) -> dict[str, float]:

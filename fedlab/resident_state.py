@@ -1,0 +1,122 @@
+"""The training state kept in TFF's worker between calls, and each computation sent to it once.
+
+TFF's sync context sends the whole computation and the state to its C++ worker on every call and fetches the
+whole result back (6.6 MB each way for fedavg_cnn). TFF 0.87 has no public API to avoid either, so this module,
+and only this one, reaches into its internals: the sync context's async context (its compiler pipeline, executor
+factory and event loop). A call here compiles the computation once, creates it in the worker's executor once,
+passes the state as the executor value the previous call left there, and fetches only the other results; the
+state comes back to Python only when `fetch` is called (evaluation, checkpoint, the end of the run).
+
+Fallbacks to the plain path: a call whose client count differs from the state's (another executor) fetches the
+state first; a call that fails (the worker restarted, and its values died with it) is retried from the last
+state Python holds, replaying the calls since then. Replaying repeats the same computations on the same inputs,
+so it gives the same values, except under a DP aggregator, whose noise TFF draws unseeded (fedlab.efficiency
+keeps the state in Python there). Any other TFF version than the one below: ImportError, and the caller uses
+the plain path.
+"""
+
+import dataclasses
+
+import tensorflow_federated as tff
+from tensorflow_federated.python.core.impl.execution_contexts import async_execution_context, sync_execution_context
+from tensorflow_federated.python.core.impl.types import type_conversions
+
+TFF_VERSION = '0.87.0'  # the TFF whose internals are used below
+if tff.__version__ != TFF_VERSION:
+    raise ImportError(f'fedlab.resident_state uses internals of TFF {TFF_VERSION}; TFF {tff.__version__} is installed')
+
+
+@dataclasses.dataclass
+class _Resident:
+    """A state living in one executor of TFF's worker."""
+
+    value: object  # the executor's value
+    executor: object
+    state_type: object  # its TFF type, with Python containers
+
+
+def available() -> bool:
+    """Whether the current TFF context is the local sync context this module knows (not runtime=remote's)."""
+    return isinstance(tff.framework.get_context_stack().current, sync_execution_context.SyncExecutionContext)
+
+
+class ResidentCaller:
+    """Calls computations `(state, *args) -> (state, *results)` with the state kept in the worker.
+
+    `call` returns (a handle to the new state, the other results as Python values); `fetch(handle)` returns
+    the state as `computation(...)` would have. Handles may be passed to any computation of this caller whose
+    state type is the same."""
+
+    def __init__(self):
+        context = tff.framework.get_context_stack().current
+        self._context = context._async_context
+        self._runner = context._async_runner
+        self._compiled: dict[int, tuple] = {}  # id(computation) -> (computation, compiled, result type)
+        self._sent: dict[tuple[int, int], object] = {}  # (id(executor), id(computation)) -> executor value
+        self._python_state = None  # the last state Python holds, and the calls since (for a replay)
+        self._since: list[tuple] = []
+
+    def call(self, computation: tff.Computation, state, args: tuple):
+        if not isinstance(state, _Resident):
+            self._python_state, self._since = state, []
+        self._since.append((computation, args))
+        try:
+            return self._runner.run_coro_and_return_result(self._call(computation, state, args))
+        except Exception:
+            if not isinstance(state, _Resident):
+                raise
+        # The worker lost the state (it restarted): replay from the last state Python holds, in plain calls.
+        state, results = self._python_state, None
+        for logged, logged_args in self._since:
+            state, *results = logged((state, *logged_args))
+        self._python_state, self._since = state, []
+        return state, results
+
+    @staticmethod
+    def is_handle(state) -> bool:
+        return isinstance(state, _Resident)
+
+    def fetch(self, state):
+        """The state as a Python value (a state Python holds is returned as it is)."""
+        if not isinstance(state, _Resident):
+            return state
+        value = self._runner.run_coro_and_return_result(state.value.compute())
+        python_state = self._context._transform_result(type_conversions.type_to_py_container(value, state.state_type))
+        self._python_state, self._since = python_state, []
+        return python_state
+
+    async def _call(self, computation, state, args):
+        original, compiled, result_type = self._compile(computation)
+        parameter_type = compiled.type_signature.parameter
+        state_type = result_type[0]
+        python_args = self._context._transform_args(tuple(args))
+        cardinalities = self._context._cardinality_inference_fn(python_args, tff.StructType(list(parameter_type)[1:]))
+        executor = self._context._executor_factory.create_executor(cardinalities)
+        if isinstance(state, _Resident) and state.executor is not executor:  # another client count
+            state = await state.value.compute()  # the raw value, ingested below like any other
+        key = (id(executor), id(original))
+        if key not in self._sent:
+            self._sent[key] = await executor.create_value(compiled, compiled.type_signature)
+        state_value = (
+            state.value
+            if isinstance(state, _Resident)
+            else await async_execution_context._ingest(executor, state, parameter_type[0])
+        )
+        arg_values = [
+            await async_execution_context._ingest(executor, value, parameter_type[1 + i])
+            for i, value in enumerate(python_args)
+        ]
+        arg = await executor.create_struct([state_value, *arg_values])
+        result = await executor.create_call(self._sent[key], arg)
+        new_state = await executor.create_selection(result, 0)
+        results = []
+        for i in range(1, len(result_type)):
+            value = await (await executor.create_selection(result, i)).compute()
+            results.append(self._context._transform_result(type_conversions.type_to_py_container(value, result_type[i])))
+        return _Resident(new_state, executor, state_type), results
+
+    def _compile(self, computation):
+        if id(computation) not in self._compiled:
+            compiled = self._context._compiler_pipeline.compile(computation)
+            self._compiled[id(computation)] = (computation, compiled, computation.type_signature.result)
+        return self._compiled[id(computation)]
