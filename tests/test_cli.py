@@ -9,6 +9,8 @@ import sys
 import time
 import uuid
 
+import pytest
+
 from fedlab import workers
 from tests.conftest import REPO
 
@@ -44,6 +46,7 @@ def test_multirun_writes_one_directory_per_job(tmp_path):
     assert models == {'linear', 'simple_cnn'}
 
 
+@pytest.mark.slow
 def test_failure_inside_tff_leaves_no_worker(tmp_path):
     # The worker is running (evaluation is built first) when round 1 fails inside the TFF computation.
     proc, leaked = _run(['experiment=debug', 'model=custom', 'model._target_=tests.exploding_model.model_fn'],

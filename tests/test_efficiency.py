@@ -33,7 +33,7 @@ DP = ['aggregator=dp', 'sampling=poisson', 'aggregator.noise_multiplier=0', 'agg
 # every model x aggregator x sampler and every algorithm.
 DEFAULT_CASES = [
     ('linear', 'mean', 'poisson', ['server_optimizer=adam', *SCHEDULES]),
-    ('linear', 'dp', 'poisson', DP[2:]),
+    ('linear', 'dp', 'poisson', DP[2:]),  # slow
 ]
 ALGORITHM_CASES = [
     ('linear', 'mean', 'uniform', ['algorithm=fedprox', 'algorithm.mu=0.1']),
@@ -128,7 +128,10 @@ def _id(case):
     return '-'.join([model, aggregator, sampler, *(o.partition('=')[2] for o in more if o.startswith('algorithm='))])
 
 
-@pytest.mark.parametrize('model,aggregator,sampler,more', DEFAULT_CASES, ids=[_id(c) for c in DEFAULT_CASES])
+@pytest.mark.parametrize(
+    'model,aggregator,sampler,more',
+    [pytest.param(*c, id=_id(c), marks=pytest.mark.slow if c[1] == 'dp' else ()) for c in DEFAULT_CASES],
+)
 def test_blocks_byte_identical_and_packed_within_1e6(model, aggregator, sampler, more, tmp_path):
     _check(tmp_path, _overrides(model, aggregator, sampler, more), pack=_packable(aggregator, more),
            resident=aggregator != 'dp')  # fmt: skip

@@ -200,7 +200,11 @@ CLIPPED_WITHOUT_NOISE = ['aggregator=dp_fixed', 'aggregator.noise_multiplier=0',
                          'sampling=poisson', 'clients_per_round=4']  # fmt: skip
 
 
-@pytest.mark.parametrize('aggregator', [['aggregator=robust'], CLIPPED_WITHOUT_NOISE], ids=['robust', 'dp_fixed'])
+@pytest.mark.parametrize(
+    'aggregator',
+    [['aggregator=robust'], pytest.param(CLIPPED_WITHOUT_NOISE, marks=pytest.mark.slow)],
+    ids=['robust', 'dp_fixed'],
+)
 def test_robust_and_dp_fixed_on_the_fast_path_give_the_dataset_paths_metrics(aggregator, tmp_path):
     runs = {}
     for inputs in ['dataset', 'shards']:

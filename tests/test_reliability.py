@@ -136,6 +136,7 @@ def test_divergence_stops_with_the_round_and_keeps_the_last_good_checkpoint(tmp_
     assert saved == sorted(saved) and (not saved or saved[-1] == results['rounds_completed'])
 
 
+@pytest.mark.slow
 def test_different_seed_samples_different_clients(tmp_path):
     for seed in (0, 1):
         cli.train(compose_config([*TINY, 'sampling=uniform', 'data.num_clients=12', f'seed={seed}']), tmp_path / str(seed))

@@ -40,6 +40,7 @@ def test_a_sweep_keeps_the_traceback_of_a_bug_counts_explore_as_done_and_only_it
     assert '2 of 2 jobs completed' in again.stdout
 
 
+@pytest.mark.slow
 def test_a_diverged_run_exits_3_with_one_line(tmp_path):
     proc = _fedlab(['experiment=debug', 'rounds=4', 'client_lr=1e30', 'server_lr=1e30', f'hydra.run.dir={tmp_path}/run'],
                    tmp_path, timeout=300)  # fmt: skip
