@@ -113,37 +113,3 @@ def batch(data, i: tf.Tensor, batch_size: int) -> collections.OrderedDict:
     return collections.OrderedDict((key, value[start : start + batch_size]) for key, value in data.items())
 
 
-def build_shard_evaluation(model_fn: ModelFn, *, batch_size: int) -> tff.Computation:
-    """Federated evaluation whose clients read their data from shards (`write_shard` of the evaluation
-    pipeline's stream): `(model weights at SERVER, shard paths at CLIENTS) -> metrics at SERVER`, summed over
-    clients then finalized, as `tff.learning.algorithms.build_fed_eval` reports them."""
-    metrics_aggregation_fn, input_spec, weights_type = model_types(model_fn)
-
-    @tff.tensorflow.computation(weights_type, np.str_)
-    def client_evaluation(weights, shard_path):
-        model = model_fn()
-
-        @tf.function(autograph=False)
-        def evaluate():
-            model_weights = tff.learning.models.ModelWeights.from_model(model)
-            tf.nest.map_structure(lambda a, b: a.assign(b), model_weights, weights)
-            data = read_shard(shard_path, input_spec)
-            batches = num_batches(data, batch_size)
-
-            def evaluate_batch(i):
-                model.forward_pass(batch(data, i, batch_size), training=False)
-                return i + 1
-
-            tf.while_loop(lambda i: i < batches, evaluate_batch, (tf.constant(0),))
-            return model.report_local_unfinalized_metrics()
-
-        return evaluate()
-
-    @tff.federated_computation(
-        tff.FederatedType(weights_type, tff.SERVER), tff.FederatedType(np.str_, tff.CLIENTS)
-    )
-    def evaluate(weights, shard_paths):
-        metrics = tff.federated_map(client_evaluation, (tff.federated_broadcast(weights), shard_paths))
-        return metrics_aggregation_fn(metrics)
-
-    return evaluate
