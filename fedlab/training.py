@@ -130,95 +130,142 @@ def run(
     `on_state(round_num, state)` receives such a state when it is fetched later (before a round trained alone).
     """
     tff_serialization.install()  # the state crosses to TFF's worker every round: serialize it without copies
-    if state is None:
-        state = process.initialize()
-    blocks = round_blocks.RoundBlocks(process, resident=resident_state) if rounds_per_call > 1 or resident_state else None
-    round_num = start_round
-    while round_num <= schedule.rounds:
-        interrupts.raise_if_requested()  # the round (or block) boundary, where a Ctrl-C or SIGTERM stops the run
-        planned = round_blocks.plan(
-            round_num,
-            schedule.rounds,
-            sampler,
-            rounds_per_call=rounds_per_call,
-            state_needed_after=lambda r: schedule.evaluates_after(r) or state_needed_after(r),
-        )
-        trained = None
-        if blocks and (len(planned) > 1 or blocks.resident) and planned[0].client_ids:
-            trained = _train_block(blocks, process, state, planned, train_datasets, learning_rates)
-        if trained is None:  # one round a call: no blocks, a block of one, or a block with a non-finite round
-            if blocks and blocks.is_handle(state):
-                state = blocks.fetch(state)
-                on_state(planned[0].round_num - 1, state)
-            for i, planned_round in enumerate(planned):
-                if i:
-                    interrupts.raise_if_requested()
-                state, metrics, seconds = _train_round(process, state, planned_round, train_datasets, learning_rates)
-                _finish_round(process, planned_round, metrics, seconds, state, evaluate, on_round, schedule)
-        else:
-            state, block_metrics, seconds = trained
-            last = planned[-1].round_num
-            if last == schedule.rounds or schedule.evaluates_after(last) or state_needed_after(last) or (
-                interrupts.stop_requested()
-            ):
-                state = blocks.fetch(state)
-            with interrupts.uncuttable():  # recorded together: Python holds a state only after the block's last round
-                for planned_round, metrics in zip(planned, block_metrics):
-                    after = state if planned_round is planned[-1] and not blocks.is_handle(state) else None
-                    _finish_round(
-                        process, planned_round, metrics, seconds / len(planned), after, evaluate, on_round, schedule
-                    )
-        round_num += len(planned)
-    return state
-
-
-def _train_round(process, state, planned: round_blocks.PlannedRound, train_datasets, learning_rates):
-    """One round in one TFF call: (state after it, its metrics, seconds)."""
-    if learning_rates is not None:
-        state = learning_rates.apply(process, state, planned.round_num)
-    start = time.perf_counter()
-    output = process.next(state, train_datasets(planned.client_ids))
-    return output.state, output.metrics, time.perf_counter() - start
-
-
-def _train_block(blocks, process, state, planned: list[round_blocks.PlannedRound], train_datasets, learning_rates):
-    """The planned rounds in one TFF call: (state after the last, each round's metrics, seconds), or None if a
-    round is not finite (the caller trains the block again round by round, which raises TrainingDiverged)."""
-    hparams = None
-    if learning_rates is not None and learning_rates.varies:
-        hparams = [learning_rates.hparams(process, state, r.round_num) for r in planned]
-    start = time.perf_counter()
-    with interrupts.boundary(f'this block of rounds ({planned[0].round_num}-{planned[-1].round_num})'):
-        after, metrics = blocks.next(state, [train_datasets(r.client_ids) for r in planned], hparams)
-    seconds = time.perf_counter() - start
-    for r, round_metrics in zip(planned, metrics):
-        try:
-            _check_finite(r.round_num, round_metrics, train_metrics(round_metrics))
-        except TrainingDiverged:
-            return None
-    return after, metrics, seconds
-
-
-def _finish_round(process, planned: round_blocks.PlannedRound, metrics, train_seconds, state, evaluate, on_round, schedule):
-    """Checks, evaluates (after an evaluation round) and hands on one trained round."""
-    # A round without clients (sampling=poisson) trains nothing: TFF reports zeros and, for a mean, a 0/0
-    # update that it skips; a DP aggregator still applies its noise.
-    train = train_metrics(metrics) if planned.client_ids else {'examples': 0, 'batches': 0}
-    if planned.client_ids:
-        _check_finite(planned.round_num, metrics, train)
-    evaluations, eval_seconds = {}, 0.0
-    if schedule.evaluates_after(planned.round_num):
-        start = time.perf_counter()
-        evaluations = evaluate(process.get_model_weights(state), planned.round_num)
-        eval_seconds = time.perf_counter() - start
-    on_round(
-        RoundResult(
-            round_num=planned.round_num,
-            client_ids=planned.client_ids,
-            train=train,
-            evaluations=evaluations,
-            train_seconds=train_seconds,
-            eval_seconds=eval_seconds,
-        ),
-        state,
+    loop = RoundLoop(
+        process,
+        train_datasets,
+        sampler,
+        schedule,
+        evaluate=evaluate,
+        on_round=on_round,
+        learning_rates=learning_rates,
+        rounds_per_call=rounds_per_call,
+        state_needed_after=state_needed_after,
+        resident_state=resident_state,
+        on_state=on_state,
     )
+    return loop.run(process.initialize() if state is None else state, start_round)
+
+
+class RoundLoop:
+    """Trains rounds one TFF call at a time: a round alone, or a block of rounds (fedlab.round_blocks)."""
+
+    def __init__(
+        self,
+        process: tff.learning.templates.LearningProcess,
+        train_datasets: Callable[[list[str]], list],
+        sampler: Sampler,
+        schedule: Schedule,
+        *,
+        evaluate: Callable[[object, int], dict[str, dict[str, float]]],
+        on_round: Callable[[RoundResult, object], None],
+        learning_rates: LearningRates | None,
+        rounds_per_call: int,
+        state_needed_after: Callable[[int], bool],
+        resident_state: bool,
+        on_state: Callable[[int, object], None],
+    ):
+        self._process = process
+        self._train_datasets = train_datasets
+        self._sampler = sampler
+        self._schedule = schedule
+        self._evaluate = evaluate
+        self._on_round = on_round
+        self._learning_rates = learning_rates
+        self._rounds_per_call = rounds_per_call
+        self._caller_needs_state = state_needed_after
+        self._on_state = on_state
+        use_blocks = rounds_per_call > 1 or resident_state
+        self._blocks = round_blocks.RoundBlocks(process, resident=resident_state) if use_blocks else None
+
+    def run(self, state, start_round: int):
+        round_num = start_round
+        while round_num <= self._schedule.rounds:
+            interrupts.raise_if_requested()  # the round (or block) boundary, where a Ctrl-C or SIGTERM stops the run
+            planned = round_blocks.plan(
+                round_num,
+                self._schedule.rounds,
+                self._sampler,
+                rounds_per_call=self._rounds_per_call,
+                state_needed_after=lambda r: self._schedule.evaluates_after(r) or self._caller_needs_state(r),
+            )
+            trained = None
+            if self._blocks and (len(planned) > 1 or self._blocks.resident) and planned[0].client_ids:
+                trained = self._train_block(state, planned)
+            if trained is None:  # no blocks, a block of one, or a block with a non-finite round
+                state = self._train_one_by_one(state, planned)
+            else:
+                state = self._record_block(planned, *trained)
+            round_num += len(planned)
+        return state
+
+    def _train_one_by_one(self, state, planned: list[round_blocks.PlannedRound]):
+        if self._blocks and self._blocks.is_handle(state):
+            state = self._blocks.fetch(state)
+            self._on_state(planned[0].round_num - 1, state)
+        for i, planned_round in enumerate(planned):
+            if i:
+                interrupts.raise_if_requested()
+            if self._learning_rates is not None:
+                state = self._learning_rates.apply(self._process, state, planned_round.round_num)
+            start = time.perf_counter()
+            output = self._process.next(state, self._train_datasets(planned_round.client_ids))
+            state = output.state
+            self._finish_round(planned_round, output.metrics, time.perf_counter() - start, state)
+        return state
+
+    def _train_block(self, state, planned: list[round_blocks.PlannedRound]):
+        """The planned rounds in one TFF call: (state after the last, each round's metrics, seconds), or None if a
+        round is not finite (the caller trains the block again round by round, which raises TrainingDiverged)."""
+        hparams = None
+        if self._learning_rates is not None and self._learning_rates.varies:
+            hparams = [self._learning_rates.hparams(self._process, state, r.round_num) for r in planned]
+        start = time.perf_counter()
+        with interrupts.boundary(f'this block of rounds ({planned[0].round_num}-{planned[-1].round_num})'):
+            after, metrics = self._blocks.next(state, [self._train_datasets(r.client_ids) for r in planned], hparams)
+        seconds = time.perf_counter() - start
+        for r, round_metrics in zip(planned, metrics):
+            try:
+                _check_finite(r.round_num, round_metrics, train_metrics(round_metrics))
+            except TrainingDiverged:
+                return None
+        return after, metrics, seconds
+
+    def _record_block(self, planned: list[round_blocks.PlannedRound], state, block_metrics, seconds):
+        """Hands on a block's rounds; the state comes back to Python where the run needs it."""
+        last = planned[-1].round_num
+        if (
+            last == self._schedule.rounds
+            or self._schedule.evaluates_after(last)
+            or self._caller_needs_state(last)
+            or interrupts.stop_requested()
+        ):
+            state = self._blocks.fetch(state)
+        with interrupts.uncuttable():  # recorded together: Python holds a state only after the block's last round
+            for planned_round, metrics in zip(planned, block_metrics):
+                after = state if planned_round is planned[-1] and not self._blocks.is_handle(state) else None
+                self._finish_round(planned_round, metrics, seconds / len(planned), after)
+        return state
+
+    def _finish_round(self, planned: round_blocks.PlannedRound, metrics, train_seconds: float, state) -> None:
+        """Checks, evaluates (after an evaluation round) and hands on one trained round."""
+        # A round without clients (sampling=poisson) trains nothing: TFF reports zeros and, for a mean, a 0/0
+        # update that it skips; a DP aggregator still applies its noise.
+        train = train_metrics(metrics) if planned.client_ids else {'examples': 0, 'batches': 0}
+        if planned.client_ids:
+            _check_finite(planned.round_num, metrics, train)
+        evaluations, eval_seconds = {}, 0.0
+        if self._schedule.evaluates_after(planned.round_num):
+            start = time.perf_counter()
+            evaluations = self._evaluate(self._process.get_model_weights(state), planned.round_num)
+            eval_seconds = time.perf_counter() - start
+        self._on_round(
+            RoundResult(
+                round_num=planned.round_num,
+                client_ids=planned.client_ids,
+                train=train,
+                evaluations=evaluations,
+                train_seconds=train_seconds,
+                eval_seconds=eval_seconds,
+            ),
+            state,
+        )
