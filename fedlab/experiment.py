@@ -89,6 +89,8 @@ def train_and_evaluate(
             inputs = cleanup.enter_context(
                 client_data.RunInputs(data.train, pipeline, sampler, rounds=(resume_round + 1, schedule.rounds))
             )
+            if inputs.store is not None:  # a block of rounds reads every round's shards in one call
+                inputs.store.calls_pinned = efficiency.rounds_per_call
             evaluate_test = evaluation.ClientsEvaluator(
                 model_fn, data.test, batch_size=pipeline.batch_size, store=inputs.store, sample_size=eval_clients,
                 seed=pipeline.seed, final_round=schedule.rounds,

@@ -80,7 +80,10 @@ class ShardStore:
         self._claim = scratch.Claim(self.parent)
         self.directory = self._claim.directory
         self._entries: collections.OrderedDict[str, tuple[str, int]] = collections.OrderedDict()  # key -> (stem, bytes)
-        self._pins: dict[str, frozenset] = {}
+        self._pins: dict[str, collections.deque] = {}  # pin name -> the keys of its last calls
+        # How many calls' keys each pin name keeps: a block of rounds (efficiency.rounds_per_call) asks for each
+        # round's shards in turn, then the worker reads them all in one TFF call.
+        self.calls_pinned = 1
         self._mutex = threading.Lock()
         self._names = iter(range(1 << 62))
         self.used_bytes = 0
@@ -91,11 +94,14 @@ class ShardStore:
     def paths(self, keys: Sequence[str], make: Callable[[str], dict[str, bytes]], *, pin: str) -> list[str]:
         """The shard stems of `keys`, writing missing ones with `make(key)` (their files, see `serialize`).
 
-        The keys stay pinned under the name `pin` (not evicted) until the next call with the same `pin`;
-        other files are evicted, least recently used first, to stay within the budget.
+        The keys stay pinned under the name `pin` (not evicted) for the next `calls_pinned` - 1 calls with the same
+        `pin`; other files are evicted, least recently used first, to stay within the budget.
         """
         with self._mutex:
-            self._pins[pin] = frozenset(keys)
+            calls = self._pins.get(pin)
+            if calls is None or calls.maxlen != self.calls_pinned:
+                calls = self._pins[pin] = collections.deque(calls or (), maxlen=self.calls_pinned)
+            calls.append(frozenset(keys))
             stems = []
             for key in keys:
                 if key in self._entries:
@@ -129,7 +135,7 @@ class ShardStore:
         self.written += 1
 
     def _evict_for(self, size: int) -> None:
-        pinned = frozenset().union(*self._pins.values())
+        pinned = frozenset().union(*(keys for calls in self._pins.values() for keys in calls))
         for key in list(self._entries):
             if self.used_bytes + size <= self.budget_bytes:
                 return
@@ -141,7 +147,7 @@ class ShardStore:
         if self.used_bytes + size > self.budget_bytes:
             need = (sum(s for k, (_, s) in self._entries.items() if k in pinned) + size) / 2**20
             raise ShardBudgetExceeded(
-                f'shard_budget_mb={self.budget_bytes / 2**20:g} is too small: the clients of one call need '
+                f'shard_budget_mb={self.budget_bytes / 2**20:g} is too small: the clients of one TFF call need '
                 f'{need:.0f} MB of shard files; raise shard_budget_mb'
             )
 

@@ -51,11 +51,29 @@ def test_shard_store_keeps_within_its_budget_evicting_least_recently_used(tmp_pa
         # Pinned keys are never evicted: two pinned sets that fill the budget leave no room for a third.
         store.paths(['a'], lambda k: _files(block), pin='next')
         store.paths(['c', 'd'], lambda k: _files(block), pin='train')
-        with pytest.raises(FedlabError, match=r'shard_budget_mb=[\d.]+ is too small: the clients of one call need'):
+        with pytest.raises(FedlabError, match=r'shard_budget_mb=[\d.]+ is too small: the clients of one TFF call need'):
             store.paths(['e', 'f'], lambda k: _files(block), pin='eval')
         assert {k for k in 'acd' if k in store} == {'a', 'c', 'd'} and _du(store.directory) <= budget
         directory = store.directory
     assert not directory.exists() and list(tmp_path.iterdir()) == []  # close() leaves nothing
+
+
+def test_a_block_of_rounds_keeps_every_rounds_shards_until_its_call(tmp_path):
+    """efficiency.rounds_per_call: the worker reads a block's shards after all its rounds were asked for, so the
+    store keeps the last `calls_pinned` calls' clients: a block too large for the budget is a clear error, never
+    an earlier round's shard evicted for a later one's."""
+    block = 4096
+    with shards.ShardStore(tmp_path, budget_bytes=2 * 3 * block) as store:  # room for two shards of three blocks
+        for key in 'abc':  # one call a round: each round's shard is read before the next call
+            store.paths([key], lambda k: _files(block), pin='train')
+        assert 'a' not in store and {k for k in 'bc' if k in store} == {'b', 'c'}
+    with shards.ShardStore(tmp_path, budget_bytes=2 * 3 * block) as store:
+        store.calls_pinned = 3  # a block of three rounds
+        for key in 'ab':
+            store.paths([key], lambda k: _files(block), pin='train')
+        with pytest.raises(FedlabError, match='the clients of one TFF call need'):
+            store.paths(['c'], lambda k: _files(block), pin='train')
+        assert {k for k in 'ab' if k in store} == {'a', 'b'}
 
 
 _HOLDER = textwrap.dedent('''
