@@ -50,6 +50,16 @@ def image_table() -> np.ndarray:
     return np.arange(256, dtype=np.float32) / 255.0
 
 
+def splits_to_arrays(splits: dict[str, 'ArrayClients']) -> tuple[dict, dict]:
+    """Every split's arrays and metadata in one pair of dicts (keys prefixed `<split>_`), as the data cache stores them."""
+    arrays, meta = {}, {}
+    for split, clients in splits.items():
+        split_arrays, split_meta = clients.to_arrays(f'{split}_')
+        arrays.update(split_arrays)
+        meta.update(split_meta)
+    return arrays, meta
+
+
 class ArrayClients:
     """Every client's examples back to back: `pixels[offsets[i]:offsets[i + 1]]` is client `client_ids[i]`'s."""
 

@@ -4,7 +4,7 @@ import pathlib
 
 import numpy as np
 
-from fedlab.data.arrays import ArrayClients, PixelCodes, image_table
+from fedlab.data.arrays import ArrayClients, PixelCodes, image_table, splits_to_arrays
 from fedlab.errors import FedlabError
 
 TEST_DIR = 'test'  # reserved: <root>/test/<client_id>/<label>/*.png is the held-out mirror, not a client
@@ -57,7 +57,7 @@ def load_folder(
         labels = [[str(path.relative_to(root_path)), label] for path, label in _all_files(listed)]
         key = {'files': cache.fingerprint(all_paths, root_path), 'labels': cache.digest_of(labels)}
         store = cache.ArrayCache(array_cache, 'folder', root_path, key, variant=f'clients={num_clients}')
-        stored, meta = store.load_or_build(lambda: _stored(_decode(listed)))
+        stored, meta = store.load_or_build(lambda: splits_to_arrays(_decode(listed)))
         arrays = {split: ArrayClients.from_arrays(f'{split}_', stored, meta) for split in ('train', 'test')}
 
     train, test = arrays['train'], arrays['test']
@@ -117,14 +117,6 @@ def _decode(listed: dict[str, dict[str, list]]) -> dict[str, ArrayClients]:
         for name, parts in arrays.items()
     }
 
-
-def _stored(arrays: dict[str, ArrayClients]) -> tuple[dict, dict]:
-    stored, meta = {}, {}
-    for split, clients in arrays.items():
-        split_arrays, split_meta = clients.to_arrays(f'{split}_')
-        stored.update(split_arrays)
-        meta.update(split_meta)
-    return stored, meta
 
 
 def _list_images(root: pathlib.Path, *, skip: set[str]) -> dict[str, list[tuple[pathlib.Path, int]]]:

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from fedlab.data.arrays import ArrayClients, PixelCodes, leaf_table
+from fedlab.data.arrays import ArrayClients, PixelCodes, leaf_table, splits_to_arrays
 from fedlab.errors import FedlabError
 
 SIDE = 28  # LEAF's FEMNIST images are 28x28, stored row-major as 784 floats
@@ -47,7 +47,7 @@ def load_leaf(path: str, *, digits_only: bool = False, num_clients: int | None =
 
         key = {'parser': _PARSER, 'files': cache.fingerprint(files['train'] + files['test'], root)}
         store = cache.ArrayCache(array_cache, 'leaf', root, key)
-        arrays, meta = store.load_or_build(lambda: _to_arrays(read_splits(root, files)))
+        arrays, meta = store.load_or_build(lambda: splits_to_arrays(read_splits(root, files)))
         splits = {split: ArrayClients.from_arrays(f'{split}_', arrays, meta) for split in ('train', 'test')}
         status = store.status
     seconds = time.perf_counter() - started
@@ -290,14 +290,6 @@ def _read_json(file: pathlib.Path) -> list[Writer]:
         writers[user] = (user, codes.codes if codes is not None else pixels, labels.astype(np.int32))
     return list(writers.values())
 
-
-def _to_arrays(splits: dict[str, ArrayClients]) -> tuple[dict, dict]:
-    arrays, meta = {}, {}
-    for split, clients in splits.items():
-        split_arrays, split_meta = clients.to_arrays(f'{split}_')
-        arrays.update(split_arrays)
-        meta.update(split_meta)
-    return arrays, meta
 
 
 def _digit_counts(clients: ArrayClients) -> np.ndarray:
