@@ -2,8 +2,10 @@
 rounds interleaved (algorithm A round r, algorithm B round r, ...), so a loaded machine slows them alike.
 
 `--baseline-commit <sha>` adds FedAvg's fast path as it was at that commit (its fedlab/tensor_client_work.py,
-read with `git show`, run with TFF's own value serialization), the "before" of fedlab.algorithms; the others run
-as training.run runs them, with fedlab.tff_serialization installed.
+read with `git show`, run with TFF's own value serialization, one round per call), the "before" of
+fedlab.algorithms; the others run as fedlab.training.RoundLoop runs them, with fedlab.tff_serialization installed and the
+efficiency settings given (fedlab.efficiency; by default a default run's: clients packed where the algorithm
+allows it, one round per call, the state in Python).
 """
 
 import argparse
@@ -21,13 +23,16 @@ from bench import common
 GOAL = 1.0  # FedProx and the adaptive server optimizers: at least FedAvg's examples per second
 
 
-def _processes(model_fn, client_inputs: str, batch_size: int, baseline_commit: str | None) -> dict:
+PACKABLE = ('fedavg', 'fedprox', 'fedavgm', 'fedadam', 'fedyogi', 'fedadagrad', 'fedsgd')  # not Mime Lite
+
+
+def _processes(model_fn, client_inputs: str, batch_size: int, baseline_commit: str | None, pack: bool) -> dict:
     import tensorflow_federated as tff
 
     from fedlab.algorithms import fedavg, fedprox, fedsgd, mime_lite, optimizers
 
     sgd = functools.partial(optimizers.sgd, 0.05)
-    common_kw = dict(client_inputs=client_inputs, batch_size=batch_size)
+    common_kw = dict(client_inputs=client_inputs, batch_size=batch_size, pack_clients=pack)
     builders = {
         'fedavg': lambda: fedavg.build_fed_avg(model_fn, sgd(), optimizers.sgd(1.0), **common_kw),
         'fedprox mu=0.01': lambda: fedprox.build_fed_prox(model_fn, sgd(), optimizers.sgd(1.0), mu=0.01, **common_kw),
@@ -36,7 +41,9 @@ def _processes(model_fn, client_inputs: str, batch_size: int, baseline_commit: s
         'fedyogi': lambda: fedavg.build_fed_avg(model_fn, sgd(), optimizers.yogi(0.003), **common_kw),
         'fedadagrad': lambda: fedavg.build_fed_avg(model_fn, sgd(), optimizers.adagrad(0.1, 1e-6, 0.0), **common_kw),
         'fedsgd': lambda: fedsgd.build_fed_sgd(model_fn, optimizers.sgd(1.0), **common_kw),
-        'mime_lite': lambda: mime_lite.build_mime_lite(model_fn, sgd(0.9), optimizers.sgd(1.0), **common_kw),
+        'mime_lite': lambda: mime_lite.build_mime_lite(
+            model_fn, sgd(0.9), optimizers.sgd(1.0), client_inputs=client_inputs, batch_size=batch_size
+        ),
     }
     if baseline_commit:
         old = _module_at(baseline_commit, 'fedlab/tensor_client_work.py')
@@ -66,9 +73,19 @@ def main(argv=None) -> list[str]:
     parser.add_argument('--examples', type=int, default=100, help='per client')
     parser.add_argument('--rounds', type=int, default=8 if common.QUICK else 30)
     parser.add_argument('--baseline-commit', default=None)
+    parser.add_argument(
+        '--pack-clients',
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help='efficiency.pack_clients (default on, as in a default run; not for Mime Lite)',
+    )
+    parser.add_argument('--rounds-per-call', type=int, default=1, help='efficiency.rounds_per_call')
+    parser.add_argument('--resident-state', action='store_true', help='efficiency.resident_state')
     args = parser.parse_args(argv)
+    k = args.rounds_per_call
+    args.rounds = -(-args.rounds // k) * k  # whole blocks
 
-    from fedlab import client_data, models, tff_serialization
+    from fedlab import client_data, client_packing, models, round_blocks, tff_serialization
     from fedlab.data import federated_data
 
     arrays = common.synthetic_clients(args.clients, args.examples)
@@ -77,20 +94,34 @@ def main(argv=None) -> list[str]:
     pipeline = functools.partial(client_data.train_pipeline, config=config)
     inputs = client_data.CLIENT_INPUTS[args.client_inputs](data, pipeline)
     model_fn = models.keras_model_fn((28, 28, 1), 10, architecture=args.model)
-    processes = _processes(model_fn, args.client_inputs, config.batch_size, args.baseline_commit)
+    processes = _processes(model_fn, args.client_inputs, config.batch_size, args.baseline_commit, args.pack_clients)
     states = {name: p.initialize() for name, p in processes.items()}
     client_ids = sorted(arrays)
     batch = inputs(client_ids)
+    packed_batch = client_packing.PackedInputs(inputs)(client_ids) if args.pack_clients else batch
     seconds = {name: [] for name in processes}
-    tff_serialization.install()  # as training.run does; the "before" runs with TFF's own
-    for round_num in range(args.rounds + 1):  # round 0 warms each process up and is not counted
-        for name, process in processes.items():
+    tff_serialization.install()  # as RoundLoop does; the "before" runs with TFF's own
+
+    def step_of(name, process):
+        """One call of `name`'s process, and how many rounds it trains."""
+        if name.startswith('fedavg before'):
+            return lambda state: process.next(state, batch).state, 1
+        data = packed_batch if name.startswith(PACKABLE) else batch
+        if k == 1 and not args.resident_state:
+            return lambda state: process.next(state, data).state, 1
+        blocks = round_blocks.RoundBlocks(process, resident=args.resident_state)
+        return lambda state: blocks.next(state, [data] * k)[0], k
+
+    steps = {name: step_of(name, process) for name, process in processes.items()}
+    for call in range(args.rounds // k + 1):  # call 0 warms each process up and is not counted
+        for name, (step, rounds) in steps.items():
             before = name.startswith('fedavg before')
             with tff_serialization.tffs_own() if before else contextlib.nullcontext():
-                start = time.perf_counter()
-                states[name] = process.next(states[name], batch).state
-                if round_num:
-                    seconds[name].append(time.perf_counter() - start)
+                for _ in range(k // rounds):  # the "before" runs k single rounds meanwhile
+                    start = time.perf_counter()
+                    states[name] = step(states[name])
+                    if call:
+                        seconds[name].extend([(time.perf_counter() - start) / rounds] * rounds)
     if isinstance(inputs, client_data.ClientShards):
         inputs.close()
 
@@ -100,8 +131,9 @@ def main(argv=None) -> list[str]:
     reference = before or 'fedavg'  # the goal is today's FedAvg when measured, else this FedAvg
     lines = [
         f'# algorithms: {args.model}, {args.clients} clients x {args.examples} synthetic 28x28 examples, batch 20, '
-        f'1 epoch, client_inputs={args.client_inputs}; median of {args.rounds} interleaved rounds; examples/s as a '
-        f'ratio to {reference}\'s'
+        f'1 epoch, client_inputs={args.client_inputs}; median of {args.rounds} interleaved rounds; efficiency: '
+        f'pack_clients={args.pack_clients} (not Mime Lite), rounds_per_call={k}, resident_state={args.resident_state}'
+        f"{' (not the before)' if before else ''}; examples/s as a ratio to {reference}'s"
     ]
     for name, median in medians.items():
         ratio = medians[reference] / median  # the same examples every round: examples/s ratio

@@ -105,21 +105,19 @@ def train_and_evaluate(
 
             # 4. Train, each round recorded in one step as soon as it is complete.
             progress = cleanup.enter_context(_Progress(schedule.rounds, resume_round))
-            state = training.run(
+            state = training.RoundLoop(
                 process,
                 client_packing.PackedInputs(inputs.train) if efficiency.pack_clients else inputs.train,
                 sampler,
                 schedule,
                 evaluate=lambda weights, round_num: {EVAL: evaluate_test(weights, round_num)},
                 on_round=lambda result, state: (run.record(result, state), progress.show(result)),
-                state=state,
-                start_round=resume_round + 1,
                 learning_rates=learning_rates,
                 rounds_per_call=efficiency.rounds_per_call,
                 state_needed_after=run.checkpoints_after,
                 resident_state=efficiency.resident_state,
                 on_state=run.attach_state,
-            )
+            ).run(state, start_round=resume_round + 1)
 
             # 5. Optionally, the tutorial's evaluation of the final model on the clients' training data.
             if eval_on_train:

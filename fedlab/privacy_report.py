@@ -143,6 +143,8 @@ def plot(groups, out_dir: pathlib.Path, name: str = 'eval_accuracy_vs_epsilon.pn
     from matplotlib import pyplot as plt
     from matplotlib import ticker
 
+    from fedlab import report  # here: report imports this module
+
     figure, axis = plt.subplots(figsize=(8, 5))
     for i, (group, curve) in enumerate(curves):
         color = plt.get_cmap('tab10')(i % 10)
@@ -157,12 +159,5 @@ def plot(groups, out_dir: pathlib.Path, name: str = 'eval_accuracy_vs_epsilon.pn
     axis.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     axis.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f'{value:g}'))
     axis.xaxis.set_minor_formatter(ticker.NullFormatter())
-    axis.set_xlabel('ε spent so far (at the δ of results.json; log scale)')
-    axis.set_ylabel('eval accuracy (pooled held-out data)')
-    axis.set_ylim(0, 1)
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=7, loc='lower right')
-    figure.tight_layout()
-    figure.savefig(out_dir / name, dpi=100)
-    plt.close(figure)
+    report.save_accuracy_plot(figure, axis, 'ε spent so far (at the δ of results.json; log scale)', out_dir / name)
     return [name]

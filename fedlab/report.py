@@ -438,16 +438,23 @@ def plot_curves(groups: list[Group], out_dir: pathlib.Path) -> list[str]:
                          label=f'{group.label} (final, {accuracy:.3f})')  # fmt: skip
         if 'uplink' in name:
             axis.set_xscale('log')
-        axis.set_xlabel(x_label)
-        axis.set_ylabel('eval accuracy (pooled held-out data)')
-        axis.set_ylim(0, 1)
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=7, loc='lower right')
-        figure.tight_layout()
-        figure.savefig(out_dir / name, dpi=100)
-        plt.close(figure)
+        save_accuracy_plot(figure, axis, x_label, out_dir / name)
         names.append(name)
     return names
+
+
+def save_accuracy_plot(figure, axis, x_label: str, path: pathlib.Path) -> None:
+    """The finish every accuracy plot of the reports shares: labels, the 0-1 range, grid, legend; saved, closed."""
+    from matplotlib import pyplot as plt
+
+    axis.set_xlabel(x_label)
+    axis.set_ylabel('eval accuracy (pooled held-out data)')
+    axis.set_ylim(0, 1)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7, loc='lower right')
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,7 +9,7 @@ must have the same number of clients (TFF infers one CLIENTS cardinality per cal
 and kept.
 
 `plan` says where blocks end: where the state must come back to Python (an evaluation, a checkpoint, the last
-round), where the client count changes, and at `rounds_per_call`. The training loop (fedlab.training.run) records
+round), where the client count changes, and at `rounds_per_call`. The training loop (fedlab.training.RoundLoop) records
 each round of a block as before, once the block returns.
 """
 

@@ -95,30 +95,18 @@ def _check_finite(round_num: int, metrics, train: dict[str, float]) -> None:
         )
 
 
-def run(
-    process: tff.learning.templates.LearningProcess,
-    train_datasets: Callable[[list[str]], list],
-    sampler: Sampler,
-    schedule: Schedule,
-    *,
-    evaluate: Callable[[object, int], dict[str, dict[str, float]]],
-    on_round: Callable[[RoundResult, object], None],
-    state=None,
-    start_round: int = 1,
-    learning_rates: LearningRates | None = None,
-    rounds_per_call: int = 1,
-    state_needed_after: Callable[[int], bool] = lambda round_num: False,
-    resident_state: bool = False,
-    on_state: Callable[[int, object], None] = lambda round_num, state: None,
-):
-    """Trains rounds `start_round`..`schedule.rounds` from `state` (default: a fresh initial state).
+class RoundLoop:
+    """Trains rounds one TFF call at a time: a round alone, or a block of rounds (fedlab.round_blocks).
+
+    `run(state, start_round)` trains rounds `start_round`..`schedule.rounds` from `state` (None: a fresh
+    initial state) and returns the final state; it raises TrainingDiverged, before `on_round`, for a non-finite
+    round.
 
     `learning_rates` sets each round's client and server learning rates in the state before the round (a
     function of the round number, so a resumed run continues the schedule).
 
     `evaluate(model_weights, round_num)` returns metrics per evaluated population; `on_round(result, state)`
     receives every round's result and the state after it as soon as the round is complete.
-    Returns the final state. Raises TrainingDiverged, before `on_round`, for a non-finite round.
 
     `rounds_per_call` > 1 trains up to that many rounds in one TFF call (fedlab.round_blocks), the same values
     bitwise; a block ends after an evaluation, the last round and every round `state_needed_after` names (the
@@ -129,25 +117,6 @@ def run(
     it is needed (those rounds, and a stop request); other rounds reach `on_round` with the state None, and
     `on_state(round_num, state)` receives such a state when it is fetched later (before a round trained alone).
     """
-    tff_serialization.install()  # the state crosses to TFF's worker every round: serialize it without copies
-    loop = RoundLoop(
-        process,
-        train_datasets,
-        sampler,
-        schedule,
-        evaluate=evaluate,
-        on_round=on_round,
-        learning_rates=learning_rates,
-        rounds_per_call=rounds_per_call,
-        state_needed_after=state_needed_after,
-        resident_state=resident_state,
-        on_state=on_state,
-    )
-    return loop.run(process.initialize() if state is None else state, start_round)
-
-
-class RoundLoop:
-    """Trains rounds one TFF call at a time: a round alone, or a block of rounds (fedlab.round_blocks)."""
 
     def __init__(
         self,
@@ -158,11 +127,11 @@ class RoundLoop:
         *,
         evaluate: Callable[[object, int], dict[str, dict[str, float]]],
         on_round: Callable[[RoundResult, object], None],
-        learning_rates: LearningRates | None,
-        rounds_per_call: int,
-        state_needed_after: Callable[[int], bool],
-        resident_state: bool,
-        on_state: Callable[[int, object], None],
+        learning_rates: LearningRates | None = None,
+        rounds_per_call: int = 1,
+        state_needed_after: Callable[[int], bool] = lambda round_num: False,
+        resident_state: bool = False,
+        on_state: Callable[[int, object], None] = lambda round_num, state: None,
     ):
         self._process = process
         self._train_datasets = train_datasets
@@ -177,7 +146,10 @@ class RoundLoop:
         use_blocks = rounds_per_call > 1 or resident_state
         self._blocks = round_blocks.RoundBlocks(process, resident=resident_state) if use_blocks else None
 
-    def run(self, state, start_round: int):
+    def run(self, state=None, start_round: int = 1):
+        tff_serialization.install()  # the state crosses to TFF's worker every round: serialize it without copies
+        if state is None:
+            state = self._process.initialize()
         round_num = start_round
         while round_num <= self._schedule.rounds:
             interrupts.raise_if_requested()  # the round (or block) boundary, where a Ctrl-C or SIGTERM stops the run
@@ -220,7 +192,8 @@ class RoundLoop:
         if self._learning_rates is not None and self._learning_rates.varies:
             hparams = [self._learning_rates.hparams(self._process, state, r.round_num) for r in planned]
         start = time.perf_counter()
-        with interrupts.boundary(f'this block of rounds ({planned[0].round_num}-{planned[-1].round_num})'):
+        first, last = planned[0].round_num, planned[-1].round_num
+        with interrupts.boundary('this round' if first == last else f'this block of rounds ({first}-{last})'):
             after, metrics = self._blocks.next(state, [self._train_datasets(r.client_ids) for r in planned], hparams)
         seconds = time.perf_counter() - start
         for r, round_metrics in zip(planned, metrics):

@@ -7,11 +7,12 @@ import functools
 import math
 import os
 import signal
+import time
 
 import numpy as np
 import pytest
 
-from fedlab import cli, efficiency, interrupts, round_blocks
+from fedlab import cli, efficiency, interrupts, recorder, resident_state, round_blocks, workers
 from fedlab.errors import FedlabError, TrainingDiverged
 from tests.conftest import compose_config
 
@@ -81,7 +82,9 @@ def _check(tmp_path, overrides, *, pack: bool, resident: bool):
     if _reproducible(overrides):
         assert (tmp_path / 'blocks' / 'metrics.csv').read_text() == plain
     else:
-        _assert_same_where_reproducible(_rows(tmp_path / 'plain' / 'metrics.csv'), _rows(tmp_path / 'blocks' / 'metrics.csv'))
+        _assert_same_where_reproducible(
+            _rows(tmp_path / 'plain' / 'metrics.csv'), _rows(tmp_path / 'blocks' / 'metrics.csv')
+        )
     assert (tmp_path / 'blocks' / 'clients.csv').read_text() == (tmp_path / 'plain' / 'clients.csv').read_text()
     if resident:  # the state kept in the worker, fetched at round 5 (evaluated, last) and when the count changes
         cli.train(compose_config([*overrides, *RESIDENT]), tmp_path / 'resident')
@@ -165,7 +168,9 @@ def test_a_non_finite_client_is_dropped_as_unpacked():
     from fedlab.data import federated_data
 
     rng = np.random.default_rng(0)
-    arrays = {f'c{i}': (rng.random((12, 8, 8, 1), np.float32), rng.integers(0, 10, 12).astype(np.int32)) for i in range(4)}
+    arrays = {
+        f'c{i}': (rng.random((12, 8, 8, 1), np.float32), rng.integers(0, 10, 12).astype(np.int32)) for i in range(4)
+    }
     arrays['c1'][0][3] = np.nan
     data = federated_data.client_data_from_arrays(arrays)
     pipeline = functools.partial(client_data.train_pipeline, config=client_data.PipelineConfig(epochs=1))
@@ -225,6 +230,52 @@ def test_divergence_in_a_block_stops_at_the_same_round_as_without_blocks(tmp_pat
         assert (tmp_path / name / 'metrics.csv').read_text() == (tmp_path / 'plain' / 'metrics.csv').read_text()
 
 
+# The dead worker's values are disposed of (over gRPC, failing) when Python collects them: expected here.
+@pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
+def test_a_killed_worker_is_replayed_to_the_same_metrics(tmp_path, monkeypatch):
+    """TFF restarts a worker that died, without the values it held: the state kept there is rebuilt by replaying
+    the calls since the last state Python holds (fetched every REPLAY_CALLS calls, 3 here)."""
+    overrides = [*BASE, 'rounds=8']
+    cli.train(compose_config([*overrides, *PLAIN]), tmp_path / 'plain')
+    cli.train(compose_config([*overrides, *BOTH]), tmp_path / 'packed_before')  # an executor for 2 client groups
+    monkeypatch.setattr(resident_state, 'REPLAY_CALLS', 3)
+    replayed, killed = [], []
+    original_replay, original_record = resident_state.ResidentCaller._replay, recorder.RunRecorder.record
+
+    def replay(self):
+        replayed.append(self.calls_since_fetch)
+        return original_replay(self)
+
+    def record(self, result, state):
+        original_record(self, result, state)
+        if result.round_num == 4 and not killed:  # rounds 1-3 fetched after round 3; round 4's state is in the worker
+            killed.extend(pid for pid in workers.child_workers() if _alive(pid))
+            for pid in killed:
+                os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while any(_alive(pid) for pid in killed) and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+    monkeypatch.setattr(resident_state.ResidentCaller, '_replay', replay)
+    monkeypatch.setattr(recorder.RunRecorder, 'record', record)
+    cli.train(compose_config([*overrides, *RESIDENT]), tmp_path / 'resident')
+    assert len(killed) == 1 and replayed == [2], (killed, replayed)  # rounds 4-5 replayed from round 3's state
+    assert (tmp_path / 'resident' / 'metrics.csv').read_text() == (tmp_path / 'plain' / 'metrics.csv').read_text()
+    # The 2-group executor made before the kill still points at the dead worker: its first call falls back too.
+    cli.train(compose_config([*overrides, *BOTH]), tmp_path / 'packed_after')
+    assert replayed[1:] == [1]
+    after = (tmp_path / 'packed_after' / 'metrics.csv').read_text()
+    assert after == (tmp_path / 'packed_before' / 'metrics.csv').read_text()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except OSError:
+        return False
+
+
 def test_plan_ends_blocks_where_the_state_is_needed_and_the_client_count_changes():
     counts = {1: 3, 2: 3, 3: 3, 4: 2, 5: 2, 6: 0, 7: 2, 8: 2, 9: 2}
 
@@ -232,7 +283,9 @@ def test_plan_ends_blocks_where_the_state_is_needed_and_the_client_count_changes
         return [f'c{i}' for i in range(counts[round_num])]
 
     def blocks(start, *, needed=(), per_call=10):
-        planned = round_blocks.plan(start, 9, sampler, rounds_per_call=per_call, state_needed_after=lambda r: r in needed)
+        planned = round_blocks.plan(
+            start, 9, sampler, rounds_per_call=per_call, state_needed_after=lambda r: r in needed
+        )
         return [r.round_num for r in planned]
 
     assert blocks(1) == [1, 2, 3]  # the client count changes after round 3
@@ -267,7 +320,9 @@ def test_packing_falls_back_where_it_is_not_linear_and_says_why():
     assert not off.pack_clients and 'aggregator=compression' in off.notes[0] and off.rounds_per_call == 4
     mime = settings(aggregator=mean, algorithm={'_target_': 'fedlab.algorithms.mime_lite.build_mime_lite'})
     assert not mime.pack_clients and 'algorithm=mime_lite' in mime.notes[0]
-    dp = efficiency.settings({'efficiency': {'resident_state': True}, 'aggregator': {'_target_': 'fedlab.aggregators.dp'}})
+    dp = efficiency.settings(
+        {'efficiency': {'resident_state': True}, 'aggregator': {'_target_': 'fedlab.aggregators.dp'}}
+    )
     assert not dp.resident_state and 'DP' in dp.notes[0]
     remote = settings(aggregator=mean, algorithm=fedavg, runtime={'_target_': 'fedlab.runtime.RemoteRuntime'})
     assert (remote.rounds_per_call, remote.pack_clients) == (1, False) and 'runtime=remote' in remote.notes[0]

@@ -6,6 +6,8 @@ import collections
 import numpy as np
 import tensorflow_federated as tff
 
+from fedlab import client_packing
+from fedlab.algorithms import aggregation
 from fedlab.algorithms.client_work import TensorClientWork
 from fedlab.models import ModelFn
 from fedlab.tensor_client_work import ClientInputs
@@ -114,3 +116,19 @@ def fast_inputs(client_inputs: str, batch_size: int, *, packed: bool = False) ->
             raise ValueError('packed clients need client_inputs=shards or tensors')
         return None
     return ClientInputs(batch_size=batch_size, from_shards=client_inputs == 'shards', packed=packed)
+
+
+def checked_inputs(
+    client_inputs: str,
+    batch_size: int,
+    *,
+    weighting: str,
+    model_aggregator: aggregation.AggregationFactory | None,
+    packed: bool = False,
+) -> ClientInputs | None:
+    """The builders' first step: `weighting` checked against `model_aggregator` (and, for packed clients, that it
+    is a weighted mean: fedlab.client_packing), then `fast_inputs`."""
+    aggregation.check_weighting(weighting, model_aggregator)
+    if packed:
+        client_packing.check_linear(model_aggregator)
+    return fast_inputs(client_inputs, batch_size, packed=packed)

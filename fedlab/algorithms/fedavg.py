@@ -4,7 +4,6 @@ the aggregate with `server_optimizer`."""
 
 import tensorflow_federated as tff
 
-from fedlab import client_packing
 from fedlab.algorithms import aggregation, client_work, composition
 from fedlab.algorithms.aggregation import NUM_EXAMPLES, AggregationFactory
 from fedlab.models import ModelFn
@@ -23,10 +22,9 @@ def build_fed_avg(
 ) -> tff.learning.templates.LearningProcess:
     """`client_inputs='dataset'`: TFF's `build_weighted_fed_avg` (or `build_unweighted_fed_avg` for an
     unweighted `model_aggregator`); `'tensors'` / `'shards'`: the same maths on fedlab's fast client work."""
-    aggregation.check_weighting(weighting, model_aggregator)
-    if pack_clients:  # several clients per TFF client call (fedlab.client_packing): a weighted mean only
-        client_packing.check_linear(model_aggregator)
-    inputs = composition.fast_inputs(client_inputs, batch_size, packed=pack_clients)
+    inputs = composition.checked_inputs(
+        client_inputs, batch_size, weighting=weighting, model_aggregator=model_aggregator, packed=pack_clients
+    )
     if inputs is None:
         if aggregation.is_unweighted(model_aggregator):
             return tff.learning.algorithms.build_unweighted_fed_avg(

@@ -11,7 +11,6 @@ tests/test_algorithms.py checks that fedlab's client work with strength -mu repr
 
 import tensorflow_federated as tff
 
-from fedlab import client_packing
 from fedlab.algorithms import aggregation, client_work, composition
 from fedlab.algorithms.aggregation import NUM_EXAMPLES, AggregationFactory
 from fedlab.errors import FedlabError
@@ -37,10 +36,9 @@ def build_fed_prox(
     """FedProx with proximal strength `mu` >= 0 (0 is FedAvg, the same computation as `build_fed_avg`)."""
     if not mu >= 0:
         raise FedlabError(f'algorithm.mu={mu} is not allowed: the proximal strength mu must be >= 0')
-    aggregation.check_weighting(weighting, model_aggregator)
-    if pack_clients:  # several clients per TFF client call (fedlab.client_packing): a weighted mean only
-        client_packing.check_linear(model_aggregator)
-    inputs = composition.fast_inputs(client_inputs, batch_size, packed=pack_clients)
+    inputs = composition.checked_inputs(
+        client_inputs, batch_size, weighting=weighting, model_aggregator=model_aggregator, packed=pack_clients
+    )
     if inputs is None:
         if mu > 0:
             raise FedlabError(

@@ -4,7 +4,6 @@ There is no client optimizer, client learning rate or local epoch: fedlab refuse
 
 import tensorflow_federated as tff
 
-from fedlab import client_packing
 from fedlab.algorithms import aggregation, client_work, composition
 from fedlab.algorithms.aggregation import NUM_EXAMPLES, UNIFORM, AggregationFactory
 from fedlab.errors import FedlabError
@@ -23,10 +22,9 @@ def build_fed_sgd(
 ) -> tff.learning.templates.LearningProcess:
     """`client_inputs='dataset'`: TFF's `build_fed_sgd`, which weights clients by example count; uniform
     weighting there needs an unweighted aggregator (the weighted mean is swapped for the unweighted one)."""
-    aggregation.check_weighting(weighting, model_aggregator)
-    if pack_clients:  # several clients per TFF client call (fedlab.client_packing): a weighted mean only
-        client_packing.check_linear(model_aggregator)
-    inputs = composition.fast_inputs(client_inputs, batch_size, packed=pack_clients)
+    inputs = composition.checked_inputs(
+        client_inputs, batch_size, weighting=weighting, model_aggregator=model_aggregator, packed=pack_clients
+    )
     if inputs is None:
         factory = model_aggregator
         if weighting == UNIFORM and not aggregation.is_unweighted(factory):
