@@ -5,7 +5,7 @@ rounds interleaved (algorithm A round r, algorithm B round r, ...), so a loaded 
 read with `git show`, run with TFF's own value serialization, one round per call), the "before" of
 fedlab.algorithms; the others run as fedlab.training.RoundLoop runs them, with fedlab.tff_serialization installed and the
 efficiency settings given (fedlab.efficiency; by default a default run's: clients packed where the algorithm
-allows it, one round per call, the state in Python).
+allows it, one round per call, the state kept in TFF's worker).
 """
 
 import argparse
@@ -80,7 +80,12 @@ def main(argv=None) -> list[str]:
         help='efficiency.pack_clients (default on, as in a default run; not for Mime Lite)',
     )
     parser.add_argument('--rounds-per-call', type=int, default=1, help='efficiency.rounds_per_call')
-    parser.add_argument('--resident-state', action='store_true', help='efficiency.resident_state')
+    parser.add_argument(
+        '--resident-state',
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help='efficiency.resident_state (default on, as in a default run)',
+    )
     args = parser.parse_args(argv)
     k = args.rounds_per_call
     args.rounds = -(-args.rounds // k) * k  # whole blocks

@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from fedlab import keras_forward_pass
 from fedlab.algorithms import UNIFORM
 from fedlab.models import ModelFn
 from fedlab.tensor_client_work import ClientInputs, batch, model_types, num_batches
@@ -61,6 +62,7 @@ def _specs(tensors) -> tuple:
 
 def _build_model_delta_update(model_fn: ModelFn, batch_size: int, *, weighting: str, proximal_strength: float):
     model = model_fn()
+    forward_pass = keras_forward_pass.forward_pass_of(model)  # metrics by plain ops (fedlab.keras_forward_pass)
 
     @tf.function(autograph=False)
     def client_update(optimizer, initial_weights, data, optimizer_hparams):
@@ -73,7 +75,7 @@ def _build_model_delta_update(model_fn: ModelFn, batch_size: int, *, weighting: 
 
         def train_on_batch(i, num_examples, optimizer_state):
             with tf.GradientTape() as tape:
-                output = model.forward_pass(batch(data, i, batch_size), training=True)
+                output = forward_pass(batch(data, i, batch_size), training=True)
             gradients = tuple(tf.nest.flatten(tape.gradient(output.loss, model_weights.trainable)))
             if proximal_strength:  # FedProx: the gradient of mu/2 ||w - w_server||^2
                 gradients = tuple(
@@ -105,6 +107,7 @@ def _build_model_delta_update(model_fn: ModelFn, batch_size: int, *, weighting: 
 
 def _build_gradient_update(model_fn: ModelFn, batch_size: int, *, weighting: str):
     model = model_fn()
+    forward_pass = keras_forward_pass.forward_pass_of(model)  # metrics by plain ops (fedlab.keras_forward_pass)
 
     @tf.function(autograph=False)
     def client_update(initial_weights, data):
@@ -114,7 +117,7 @@ def _build_gradient_update(model_fn: ModelFn, batch_size: int, *, weighting: str
 
         def accumulate(i, gradient_sums, num_examples):
             with tf.GradientTape() as tape:
-                output = model.forward_pass(batch(data, i, batch_size), training=True)
+                output = forward_pass(batch(data, i, batch_size), training=True)
             gradients = tape.gradient(
                 output.loss, model_weights.trainable, unconnected_gradients=tf.UnconnectedGradients.ZERO
             )
@@ -138,6 +141,7 @@ def _build_gradient_update(model_fn: ModelFn, batch_size: int, *, weighting: str
 
 def _build_mime_lite_update(model_fn: ModelFn, batch_size: int, *, weighting: str):
     model = model_fn()
+    forward_pass = keras_forward_pass.forward_pass_of(model)  # metrics by plain ops (fedlab.keras_forward_pass)
 
     @tf.function(autograph=False)
     def client_update(optimizer, optimizer_state, initial_weights, data):
@@ -150,7 +154,7 @@ def _build_mime_lite_update(model_fn: ModelFn, batch_size: int, *, weighting: st
         # copy of the base optimizer's state).
         def accumulate(i, gradient_sums, num_examples):
             with tf.GradientTape() as tape:
-                output = model.forward_pass(batch(data, i, batch_size), training=True)
+                output = forward_pass(batch(data, i, batch_size), training=True)
             batch_examples = tf.cast(output.num_examples, tf.int64)
             gradients = tf.nest.flatten(tape.gradient(output.loss, model_weights.trainable))
             gradient_sums = tuple(s + g * tf.cast(batch_examples, g.dtype) for s, g in zip(gradient_sums, gradients))
@@ -167,7 +171,7 @@ def _build_mime_lite_update(model_fn: ModelFn, batch_size: int, *, weighting: st
         # 2. Local training with the base optimizer's state held fixed.
         def train_on_batch(i):
             with tf.GradientTape() as tape:
-                output = model.forward_pass(batch(data, i, batch_size), training=True)
+                output = forward_pass(batch(data, i, batch_size), training=True)
             gradients = tuple(tf.nest.flatten(tape.gradient(output.loss, model_weights.trainable)))
             _, updated = optimizer.next(optimizer_state, trainable, gradients)
             _assign(trainable, updated)

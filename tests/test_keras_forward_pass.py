@@ -1,0 +1,42 @@
+"""fedlab.keras_forward_pass: the client loops' forward pass for TFF-wrapped Keras models updates the same metric
+variables with the same values as TFF's own forward pass, and any other model keeps its own."""
+
+import collections
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from fedlab import keras_forward_pass, models
+
+
+def _batches(seed: int):
+    rng = np.random.default_rng(seed)
+    for size in (20, 20, 7):  # a last, smaller batch as the client loops have
+        yield collections.OrderedDict(
+            x=tf.constant(rng.random((size, 8, 8, 1), np.float32)), y=tf.constant(rng.integers(0, 10, size, np.int32))
+        )
+
+
+@pytest.mark.parametrize('architecture', ['linear', 'simple_cnn'])
+def test_the_same_metrics_and_loss_as_tffs_forward_pass(architecture):
+    model_fn = models.keras_model_fn((8, 8, 1), 10, architecture=architecture)
+    tffs, ours = model_fn(), model_fn()  # the same seeded initial weights
+    forward_pass = keras_forward_pass.forward_pass_of(ours)
+    assert forward_pass is not ours.forward_pass, 'fell back to the model\'s own forward pass'
+    for batch in _batches(0):
+        expected, got = tffs.forward_pass(batch, training=True), forward_pass(batch, training=True)
+        np.testing.assert_allclose(got.loss.numpy(), expected.loss.numpy(), rtol=1e-6)
+        np.testing.assert_allclose(got.predictions.numpy(), expected.predictions.numpy(), rtol=1e-6)
+        assert int(got.num_examples) == int(expected.num_examples)
+    expected, got = tffs.report_local_unfinalized_metrics(), ours.report_local_unfinalized_metrics()
+    assert list(got) == list(expected)
+    for name in expected:
+        np.testing.assert_allclose(np.array(got[name]), np.array(expected[name]), rtol=1e-6, err_msg=name)
+    assert [int(v) for v in got['num_examples']] == [47] and [int(v) for v in got['num_batches']] == [3]
+
+
+def test_a_model_of_its_own_keeps_its_forward_pass():
+    model = models.custom_model_fn((8, 8, 1), 10)()
+    forward_pass = keras_forward_pass.forward_pass_of(model)
+    assert forward_pass is model.forward_pass
