@@ -22,13 +22,16 @@ def _batches(seed: int):
 def test_the_same_metrics_and_loss_as_tffs_forward_pass(architecture):
     model_fn = models.keras_model_fn((8, 8, 1), 10, architecture=architecture)
     tffs, ours = model_fn(), model_fn()  # the same seeded initial weights
-    forward_pass = keras_forward_pass.forward_pass_of(ours)
-    assert forward_pass is not ours.forward_pass, 'fell back to the model\'s own forward pass'
+    forward_pass = keras_forward_pass.ForwardPass(ours)
+    assert forward_pass.plain, "fell back to the model's own forward pass"
+    sums = forward_pass.initial_sums()
     for batch in _batches(0):
-        expected, got = tffs.forward_pass(batch, training=True), forward_pass(batch, training=True)
+        expected = tffs.forward_pass(batch, training=True)
+        got, sums = forward_pass(batch, sums, training=True)
         np.testing.assert_allclose(got.loss.numpy(), expected.loss.numpy(), rtol=1e-6)
         np.testing.assert_allclose(got.predictions.numpy(), expected.predictions.numpy(), rtol=1e-6)
         assert int(got.num_examples) == int(expected.num_examples)
+    forward_pass.write(sums)
     expected, got = tffs.report_local_unfinalized_metrics(), ours.report_local_unfinalized_metrics()
     assert list(got) == list(expected)
     for name in expected:
@@ -38,5 +41,9 @@ def test_the_same_metrics_and_loss_as_tffs_forward_pass(architecture):
 
 def test_a_model_of_its_own_keeps_its_forward_pass():
     model = models.custom_model_fn((8, 8, 1), 10)()
-    forward_pass = keras_forward_pass.forward_pass_of(model)
-    assert forward_pass is model.forward_pass
+    forward_pass = keras_forward_pass.ForwardPass(model)
+    assert not forward_pass.plain and forward_pass.initial_sums() == ()
+    batch = next(_batches(1))
+    output, sums = forward_pass(batch, (), training=True)
+    assert sums == () and int(output.num_examples) == 20
+    assert int(np.sum(model.report_local_unfinalized_metrics()['num_examples'])) == 20  # its own metrics updated

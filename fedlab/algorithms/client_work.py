@@ -62,7 +62,7 @@ def _specs(tensors) -> tuple:
 
 def _build_model_delta_update(model_fn: ModelFn, batch_size: int, *, weighting: str, proximal_strength: float):
     model = model_fn()
-    forward_pass = keras_forward_pass.forward_pass_of(model)  # metrics by plain ops (fedlab.keras_forward_pass)
+    forward_pass = keras_forward_pass.ForwardPass(model)  # metrics by plain ops, carried by the loop
 
     @tf.function(autograph=False)
     def client_update(optimizer, initial_weights, data, optimizer_hparams):
@@ -73,9 +73,9 @@ def _build_model_delta_update(model_fn: ModelFn, batch_size: int, *, weighting: 
         server_trainable = tuple(tf.nest.flatten(initial_weights.trainable))
         optimizer_state = optimizer.set_hparams(optimizer.initialize(_specs(trainable)), optimizer_hparams)
 
-        def train_on_batch(i, num_examples, optimizer_state):
+        def train_on_batch(i, num_examples, optimizer_state, metric_sums):
             with tf.GradientTape() as tape:
-                output = forward_pass(batch(data, i, batch_size), training=True)
+                output, metric_sums = forward_pass(batch(data, i, batch_size), metric_sums, training=True)
             gradients = tuple(tf.nest.flatten(tape.gradient(output.loss, model_weights.trainable)))
             if proximal_strength:  # FedProx: the gradient of mu/2 ||w - w_server||^2
                 gradients = tuple(
@@ -84,12 +84,15 @@ def _build_model_delta_update(model_fn: ModelFn, batch_size: int, *, weighting: 
                 )
             optimizer_state, updated = optimizer.next(optimizer_state, trainable, gradients)
             _assign(trainable, updated)
-            return i + 1, num_examples + tf.cast(output.num_examples, tf.int64), optimizer_state
+            return i + 1, num_examples + tf.cast(output.num_examples, tf.int64), optimizer_state, metric_sums
 
         batches = num_batches(data, batch_size)
-        _, num_examples, _ = tf.while_loop(
-            lambda i, *_: i < batches, train_on_batch, (tf.constant(0), tf.zeros([], tf.int64), optimizer_state)
+        _, num_examples, _, metric_sums = tf.while_loop(
+            lambda i, *_: i < batches,
+            train_on_batch,
+            (tf.constant(0), tf.zeros([], tf.int64), optimizer_state, forward_pass.initial_sums()),
         )
+        forward_pass.write(metric_sums)
         delta = tf.nest.map_structure(tf.subtract, initial_weights.trainable, model_weights.trainable)
         delta, non_finite = _zero_if_any_non_finite(delta)
 
@@ -107,7 +110,7 @@ def _build_model_delta_update(model_fn: ModelFn, batch_size: int, *, weighting: 
 
 def _build_gradient_update(model_fn: ModelFn, batch_size: int, *, weighting: str):
     model = model_fn()
-    forward_pass = keras_forward_pass.forward_pass_of(model)  # metrics by plain ops (fedlab.keras_forward_pass)
+    forward_pass = keras_forward_pass.ForwardPass(model)  # metrics by plain ops, carried by the loop
 
     @tf.function(autograph=False)
     def client_update(initial_weights, data):
@@ -115,21 +118,24 @@ def _build_gradient_update(model_fn: ModelFn, batch_size: int, *, weighting: str
         model_weights = tff.learning.models.ModelWeights.from_model(model)
         _assign(model_weights, initial_weights)
 
-        def accumulate(i, gradient_sums, num_examples):
+        def accumulate(i, gradient_sums, num_examples, metric_sums):
             with tf.GradientTape() as tape:
-                output = forward_pass(batch(data, i, batch_size), training=True)
+                output, metric_sums = forward_pass(batch(data, i, batch_size), metric_sums, training=True)
             gradients = tape.gradient(
                 output.loss, model_weights.trainable, unconnected_gradients=tf.UnconnectedGradients.ZERO
             )
             batch_examples = tf.cast(output.num_examples, tf.float32)
             gradient_sums = tuple(s + batch_examples * g for s, g in zip(gradient_sums, tf.nest.flatten(gradients)))
-            return i + 1, gradient_sums, num_examples + batch_examples
+            return i + 1, gradient_sums, num_examples + batch_examples, metric_sums
 
         zeros = tuple(tf.zeros_like(v) for v in tf.nest.flatten(model_weights.trainable))
         batches = num_batches(data, batch_size)
-        _, gradient_sums, num_examples = tf.while_loop(
-            lambda i, *_: i < batches, accumulate, (tf.constant(0), zeros, tf.constant(0.0))
+        _, gradient_sums, num_examples, metric_sums = tf.while_loop(
+            lambda i, *_: i < batches,
+            accumulate,
+            (tf.constant(0), zeros, tf.constant(0.0), forward_pass.initial_sums()),
         )
+        forward_pass.write(metric_sums)
         average = tf.nest.pack_sequence_as(initial_weights.trainable, [s / num_examples for s in gradient_sums])
         metrics = model.report_local_unfinalized_metrics()
         average, non_finite = _zero_if_any_non_finite(average)
@@ -141,7 +147,7 @@ def _build_gradient_update(model_fn: ModelFn, batch_size: int, *, weighting: str
 
 def _build_mime_lite_update(model_fn: ModelFn, batch_size: int, *, weighting: str):
     model = model_fn()
-    forward_pass = keras_forward_pass.forward_pass_of(model)  # metrics by plain ops (fedlab.keras_forward_pass)
+    forward_pass = keras_forward_pass.ForwardPass(model)  # metrics by plain ops, carried by the loop
 
     @tf.function(autograph=False)
     def client_update(optimizer, optimizer_state, initial_weights, data):
@@ -152,32 +158,37 @@ def _build_mime_lite_update(model_fn: ModelFn, batch_size: int, *, weighting: st
 
         # 1. The full-batch gradient at the server's weights (the second upload, which updates the server's
         # copy of the base optimizer's state).
-        def accumulate(i, gradient_sums, num_examples):
+        def accumulate(i, gradient_sums, num_examples, metric_sums):
             with tf.GradientTape() as tape:
-                output = forward_pass(batch(data, i, batch_size), training=True)
+                output, metric_sums = forward_pass(batch(data, i, batch_size), metric_sums, training=True)
             batch_examples = tf.cast(output.num_examples, tf.int64)
             gradients = tf.nest.flatten(tape.gradient(output.loss, model_weights.trainable))
             gradient_sums = tuple(s + g * tf.cast(batch_examples, g.dtype) for s, g in zip(gradient_sums, gradients))
-            return i + 1, gradient_sums, num_examples + batch_examples
+            return i + 1, gradient_sums, num_examples + batch_examples, metric_sums
 
         zeros = tuple(tf.zeros_like(v) for v in trainable)
-        _, gradient_sums, num_examples = tf.while_loop(
-            lambda i, *_: i < batches, accumulate, (tf.constant(0), zeros, tf.zeros([], tf.int64))
+        _, gradient_sums, num_examples, _ = tf.while_loop(
+            lambda i, *_: i < batches,
+            accumulate,
+            (tf.constant(0), zeros, tf.zeros([], tf.int64), forward_pass.initial_sums()),
         )
         full_gradient = tuple(tf.math.divide_no_nan(s, tf.cast(num_examples, s.dtype)) for s in gradient_sums)
         # Metrics report the local training only, as TFF's Mime Lite (tf.function runs stateful ops in order).
         model.reset_metrics()
 
         # 2. Local training with the base optimizer's state held fixed.
-        def train_on_batch(i):
+        def train_on_batch(i, metric_sums):
             with tf.GradientTape() as tape:
-                output = forward_pass(batch(data, i, batch_size), training=True)
+                output, metric_sums = forward_pass(batch(data, i, batch_size), metric_sums, training=True)
             gradients = tuple(tf.nest.flatten(tape.gradient(output.loss, model_weights.trainable)))
             _, updated = optimizer.next(optimizer_state, trainable, gradients)
             _assign(trainable, updated)
-            return (i + 1,)
+            return i + 1, metric_sums
 
-        tf.while_loop(lambda i: i < batches, train_on_batch, (tf.constant(0),))
+        _, metric_sums = tf.while_loop(
+            lambda i, _: i < batches, train_on_batch, (tf.constant(0), forward_pass.initial_sums())
+        )
+        forward_pass.write(metric_sums)
         delta = tf.nest.map_structure(tf.subtract, initial_weights.trainable, model_weights.trainable)
         metrics = model.report_local_unfinalized_metrics()
         delta, non_finite = _zero_if_any_non_finite(delta)
