@@ -387,7 +387,7 @@ def main() -> None:
     # exit 2. A user who sets HYDRA_FULL_ERROR=1 gets Hydra's own full report.
     user_wants_full_errors = os.environ.get('HYDRA_FULL_ERROR') == '1'
     os.environ['HYDRA_FULL_ERROR'] = '1'
-    with interrupts.handled(), workers.worker_cleanup():
+    with interrupts.handled(process_exits=True), workers.worker_cleanup():
         try:
             _hydra_main()
         except Exception as error:

@@ -97,17 +97,21 @@ def uncuttable():
 
 
 @contextlib.contextmanager
-def handled():
+def handled(*, process_exits: bool = False):
     """Installs the handlers for the body; Ctrl-C then exits with status 130 and SIGTERM with 143, after the body's
-    own cleanup has run."""
+    own cleanup has run. `process_exits` (the CLI): once a signal ended the body, later ones are ignored while the
+    process exits, instead of Python's default handler turning a second Ctrl-C into death by SIGINT (-2)."""
     previous = {signum: signal.signal(signum, _on_signal) for signum in SIGNALS}
+    stopped = False
     try:
         yield
     except Terminated:
+        stopped = True
         raise SystemExit(128 + signal.SIGTERM) from None
     except KeyboardInterrupt:
+        stopped = True
         raise SystemExit(128 + signal.SIGINT) from None
     finally:
         for signum, handler in previous.items():
-            signal.signal(signum, handler)
+            signal.signal(signum, signal.SIG_IGN if stopped and process_exits else handler)
         _State.received.clear()

@@ -152,7 +152,12 @@ class RoundLoop:
             state = self._process.initialize()
         round_num = start_round
         while round_num <= self._schedule.rounds:
-            interrupts.raise_if_requested()  # the round (or block) boundary, where a Ctrl-C or SIGTERM stops the run
+            # The round (or block) boundary, where a Ctrl-C or SIGTERM stops the run: with the state in TFF's worker,
+            # it comes back first, so that the stop checkpoints the last round.
+            if interrupts.stop_requested() and self._blocks and self._blocks.is_handle(state):
+                state = self._blocks.fetch(state)
+                self._on_state(round_num - 1, state)
+            interrupts.raise_if_requested()
             planned = round_blocks.plan(
                 round_num,
                 self._schedule.rounds,
@@ -206,13 +211,8 @@ class RoundLoop:
     def _record_block(self, planned: list[round_blocks.PlannedRound], state, block_metrics, seconds):
         """Hands on a block's rounds; the state comes back to Python where the run needs it."""
         last = planned[-1].round_num
-        if (
-            last == self._schedule.rounds
-            or self._schedule.evaluates_after(last)
-            or self._caller_needs_state(last)
-            or interrupts.stop_requested()
-        ):
-            state = self._blocks.fetch(state)
+        if last == self._schedule.rounds or self._schedule.evaluates_after(last) or self._caller_needs_state(last):
+            state = self._blocks.fetch(state)  # (a stop request fetches it at the boundary: see `run`)
         with interrupts.uncuttable():  # recorded together: Python holds a state only after the block's last round
             for planned_round, metrics in zip(planned, block_metrics):
                 after = state if planned_round is planned[-1] and not self._blocks.is_handle(state) else None
