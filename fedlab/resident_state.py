@@ -9,10 +9,12 @@ state comes back to Python only when `fetch` is called (evaluation, checkpoint, 
 
 Fallbacks to the plain path: a call whose client count differs from the state's (another executor) fetches the
 state first; a call that fails (the worker restarted, and its values died with it) is retried from the last
-state Python holds, replaying the calls since then. That log is bounded: after REPLAY_CALLS calls, or once their
-arguments pass REPLAY_BYTES (client_inputs=tensors sends the pixels), the state is fetched into Python again. Replaying repeats the same computations on the same inputs,
-so it gives the same values, except under a DP aggregator, whose noise TFF draws unseeded (fedlab.efficiency
-keeps the state in Python there). Any other TFF version than the one below: ImportError, and the caller uses
+state Python holds, replaying the calls since then (a first call that fails on an executor an earlier run left
+behind, whose worker is gone, is run again the same way, as TFF's own calls are). That log is bounded: after
+REPLAY_CALLS calls, or once their arguments pass REPLAY_BYTES (client_inputs=tensors sends the pixels), the state
+is fetched into Python again. Replaying repeats the same computations on the same inputs, so it gives the same
+values, except under a DP aggregator, whose noise TFF draws unseeded (fedlab.efficiency keeps the state in Python
+there). Any other TFF version than the one below: ImportError, and the caller uses
 the plain path.
 """
 
@@ -76,8 +78,9 @@ class ResidentCaller:
         try:
             new_state, results = self._runner.run_coro_and_return_result(self._call(computation, state, args))
         except Exception as error:  # the worker restarted (its values died with it), or the call itself fails
-            if isinstance(state, _Resident):  # else a stale executor (an earlier run stopped the worker), as TFF's own
-                log.warning(  # calls meet and retry silently
+            # With a Python state this is an executor whose worker an earlier run stopped: TFF retries those quietly.
+            if isinstance(state, _Resident):
+                log.warning(
                     "a call with the state in TFF's worker failed (%s): running the last %d calls again the plain way",
                     str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__,
                     len(self._since),
