@@ -3,9 +3,9 @@ rounds interleaved (algorithm A round r, algorithm B round r, ...), so a loaded 
 
 `--baseline-commit <sha>` adds FedAvg's fast path as it was at that commit (its fedlab/tensor_client_work.py,
 read with `git show`, run with TFF's own value serialization, one round per call), the "before" of
-fedlab.algorithms; the others run as fedlab.training.RoundLoop runs them, with fedlab.tff_serialization installed and the
-efficiency settings given (fedlab.efficiency; by default a default run's: clients packed where the algorithm
-allows it, one round per call, the state kept in TFF's worker).
+fedlab.algorithms; the others run as fedlab.training.RoundLoop runs them, with fedlab.tff_serialization installed
+and the efficiency settings given (fedlab.efficiency; by default a default run's: clients packed where the
+algorithm allows it, one round per call, the state kept in TFF's worker).
 """
 
 import argparse
