@@ -154,9 +154,8 @@ class RoundLoop:
         while round_num <= self._schedule.rounds:
             # The round (or block) boundary, where a Ctrl-C or SIGTERM stops the run: with the state in TFF's worker,
             # it comes back first, so that the stop checkpoints the last round.
-            if interrupts.stop_requested() and self._blocks and self._blocks.is_handle(state):
-                state = self._blocks.fetch(state)
-                self._on_state(round_num - 1, state)
+            if interrupts.stop_requested():
+                state = self._state_in_python(state, after_round=round_num - 1)
             interrupts.raise_if_requested()
             planned = round_blocks.plan(
                 round_num,
@@ -175,10 +174,16 @@ class RoundLoop:
             round_num += len(planned)
         return state
 
-    def _train_one_by_one(self, state, planned: list[round_blocks.PlannedRound]):
+    def _state_in_python(self, state, *, after_round: int):
+        """The state as a Python value: fetched from TFF's worker if it is kept there, and then handed to
+        `on_state` (the round it follows was recorded without it)."""
         if self._blocks and self._blocks.is_handle(state):
             state = self._blocks.fetch(state)
-            self._on_state(planned[0].round_num - 1, state)
+            self._on_state(after_round, state)
+        return state
+
+    def _train_one_by_one(self, state, planned: list[round_blocks.PlannedRound]):
+        state = self._state_in_python(state, after_round=planned[0].round_num - 1)
         for i, planned_round in enumerate(planned):
             if i:
                 interrupts.raise_if_requested()
