@@ -86,12 +86,18 @@ def main(argv=None) -> list[str]:
         default=True,
         help='efficiency.resident_state (default on, as in a default run)',
     )
+    parser.add_argument(
+        '--intra-op-threads', type=int, default=1, help="efficiency.intra_op_threads (0: TensorFlow's default)"
+    )
     args = parser.parse_args(argv)
     k = args.rounds_per_call
     args.rounds = -(-args.rounds // k) * k  # whole blocks
 
-    from fedlab import client_data, client_packing, models, round_blocks, tff_serialization
+    from fedlab import client_data, client_packing, models, round_blocks, tff_serialization, workers
     from fedlab.data import federated_data
+
+    workers.shield_workers_from_terminal_signals()  # TFF's worker as a default run starts it, for every process here
+    workers.set_intra_op_threads(args.intra_op_threads or None)
 
     arrays = common.synthetic_clients(args.clients, args.examples)
     data = federated_data.client_data_from_arrays(arrays)
@@ -137,7 +143,8 @@ def main(argv=None) -> list[str]:
     lines = [
         f'# algorithms: {args.model}, {args.clients} clients x {args.examples} synthetic 28x28 examples, batch 20, '
         f'1 epoch, client_inputs={args.client_inputs}; median of {args.rounds} interleaved rounds; efficiency: '
-        f'pack_clients={args.pack_clients} (not Mime Lite), rounds_per_call={k}, resident_state={args.resident_state}'
+        f'pack_clients={args.pack_clients} (not Mime Lite), rounds_per_call={k}, resident_state={args.resident_state}, '
+        f'intra_op_threads={args.intra_op_threads or "default"}'
         f"{' (not the before)' if before else ''}; examples/s as a ratio to {reference}'s"
     ]
     for name, median in medians.items():

@@ -1,15 +1,24 @@
 """Figure 1: simulation efficiency η = FedAvg examples/s ÷ the physical limit (in-graph centralized loop), for
 fedlab's plain shard path, each way of making fewer TFF calls (docs/performance.md) and all of them together,
-beside TFF's stock FedAvg; every method timed interleaved round by round in one run, so compare ratios."""
+beside TFF's stock FedAvg; every method timed interleaved round by round in one run, so compare ratios.
+
+TFF's worker runs with a default run's efficiency.intra_op_threads (1). The physical limit is the faster of the
+central loop timed here (TensorFlow's default threads) and the same loop with that thread setting, timed in a
+process of its own right after (TensorFlow fixes its threads when it starts)."""
 
 import argparse
 import functools
+import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 
 from bench import common
 
 GOALS = {'fedavg_cnn': 0.92, 'simple_cnn': 0.85, 'linear': 0.40}  # issue 15
+WORKER_THREADS = 1  # conf/config.yaml's efficiency.intra_op_threads
 STOCK_FACTOR = {'fedavg_cnn': 2, 'simple_cnn': 4, 'linear': 8}  # ... and ahead of TFF stock by these factors
 
 
@@ -35,8 +44,9 @@ def _central_loop(model, batch_size: int, lr: float):
 
 def _empty_round(model_fn):
     """A TFF round of FedAvg's shape with no work in it: broadcast the weights, each client returns a zero
-    update for its shard path, weighted mean, server applies it. Its time is what TFF's runtime costs
-    whatever the clients do, so physical-limit time / its time bounds the η any TFF process can reach."""
+    update for its shard path, weighted mean, server applies it, in one plain call a round with 10 clients. Its
+    time is what TFF's runtime costs such a round whatever the clients do: physical-limit time / its time bounds
+    the η of TFF's own loop (fedlab's packed, resident blocks of rounds pay less per round)."""
     import tensorflow as tf
     import tensorflow_federated as tff
 
@@ -133,19 +143,58 @@ def measure(architecture: str, clients: dict, *, rounds: int, rounds_per_call: i
     return {name: n * per_step * timer.count[name] / timer.seconds[name] for name, (_, per_step) in steps.items()}
 
 
+def _bench_clients():
+    if common.LEAF.exists():
+        _, writers, _ = common.leaf_federation(max_writers=14)
+        clients = {u: writers[u] for u in sorted(writers) if len(writers[u][1]) >= 50}
+        return {u: clients[u] for u in sorted(clients)[:10]}, 'LEAF digits'
+    return common.synthetic_clients(10, 100), 'synthetic'
+
+
+def central_rate_with_threads(architecture: str, threads: int, rounds: int) -> float:
+    """Examples/s of the central loop in a process whose TensorFlow runs `threads` threads per op."""
+    command = [sys.executable, '-m', 'bench.efficiency', '--central-only', architecture, '--rounds', str(rounds)]
+    env = {**os.environ, 'TF_NUM_INTRAOP_THREADS': str(threads)}
+    output = subprocess.run(command, env=env, cwd=common.REPO, capture_output=True, text=True, check=True).stdout
+    return json.loads(output.strip().splitlines()[-1])['examples_per_second']
+
+
+def _central_only(architecture: str, rounds: int) -> None:
+    import tensorflow as tf
+
+    from fedlab import client_data, models, tensor_client_work
+    from fedlab.data import federated_data
+
+    clients, _ = _bench_clients()
+    data = federated_data.client_data_from_arrays(clients)
+    pipeline = functools.partial(client_data.train_pipeline, config=client_data.PipelineConfig(epochs=1))
+    tensors = [tensor_client_work.materialize(d) for d in client_data.ClientDatasets(data, pipeline)(sorted(clients))]
+    x = tf.constant(np.concatenate([t['x'] for t in tensors]))
+    y = tf.constant(np.concatenate([t['y'] for t in tensors]))
+    central = _central_loop(models.build_keras_model(architecture, (28, 28, 1), 10), 20, 0.02)
+    central(x, y).numpy()  # tracing: excluded
+    timer = common.Timer()
+    for _ in range(rounds):
+        timer.time('central', lambda: central(x, y).numpy())
+    rate = int(y.shape[0]) * timer.count['central'] / timer.seconds['central']
+    print(json.dumps({'examples_per_second': rate}))
+
+
 def main(argv=None) -> list[str]:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('--models', default='fedavg_cnn,simple_cnn,linear')
     parser.add_argument('--rounds', type=int, default=5 if common.QUICK else 20)
     parser.add_argument('--rounds-per-call', type=int, default=5)
+    parser.add_argument('--central-only', metavar='MODEL', help=argparse.SUPPRESS)  # central_rate_with_threads
     args = parser.parse_args(argv)
-    if common.LEAF.exists():
-        _, writers, _ = common.leaf_federation(max_writers=14)
-        clients = {u: writers[u] for u in sorted(writers) if len(writers[u][1]) >= 50}
-        clients = {u: clients[u] for u in sorted(clients)[:10]}
-        source = 'LEAF digits'
-    else:
-        clients, source = common.synthetic_clients(10, 100), 'synthetic'
+    if args.central_only:
+        _central_only(args.central_only, args.rounds)
+        return []
+    from fedlab import workers
+
+    workers.shield_workers_from_terminal_signals()  # TFF's worker as a default run starts it:
+    workers.set_intra_op_threads(WORKER_THREADS)  # efficiency.intra_op_threads
+    clients, source = _bench_clients()
     examples = sum(len(v[1]) for v in clients.values())
     k = args.rounds_per_call
     lines = [f'# 1. simulation efficiency: 10 clients x {examples // 10} {source} examples, batch 20, 1 epoch, '
@@ -154,15 +203,18 @@ def main(argv=None) -> list[str]:
     print(lines[0], flush=True)
     for architecture in args.models.split(','):
         rates = measure(architecture, clients, rounds=args.rounds, rounds_per_call=k)
+        threaded = central_rate_with_threads(architecture, WORKER_THREADS, args.rounds)
+        rates['central'] = max(rates['central'], threaded)  # the physical limit: the faster thread setting
         ms = {name: 1000 * examples / rate for name, rate in rates.items()}
         lines.append(
-            f'   {architecture}: ms per round: central loop {ms["central"]:.1f}, TFF stock {ms["stock"]:.1f}, '
+            f'   {architecture}: ms per round: central loop {ms["central"]:.1f} (with {WORKER_THREADS} thread per op '
+            f'{1000 * examples / threaded:.1f}), TFF stock {ms["stock"]:.1f}, '
             f'empty TFF round {ms["empty"]:.1f}, fedlab plain {ms["plain"]:.1f}, rounds_per_call {ms["blocks"]:.1f}, '
             f'pack_clients {ms["packed"]:.1f}, resident_state {ms["resident"]:.1f}, all three {ms["all"]:.1f}'
         )
         for label, name in [
             ('TFF stock', 'stock'),
-            ('ceiling: empty TFF round', 'empty'),
+            ('empty TFF round (plain call)', 'empty'),
             ('fedlab plain (shards)', 'plain'),
             (f'fedlab rounds_per_call={k}', 'blocks'),
             ('fedlab pack_clients', 'packed'),

@@ -8,6 +8,9 @@
     efficiency.pack_clients     clients packed into one group per core, one TFF client call per group
                                 (fedlab.client_packing); aggregator=mean with fedavg, fedprox or fedsgd on
                                 client_inputs=shards or tensors, else off. The same to ~1e-7 (summation order).
+    efficiency.intra_op_threads threads per TensorFlow op in TFF's worker (null: TensorFlow's default, one per
+                                core); 1: clients or groups run in parallel, one per core, without handing each
+                                small op to other threads (fedlab.workers). Not with runtime=remote.
 
 No TensorFlow here: the CLI checks these keys before TensorFlow loads.
 """
@@ -26,12 +29,14 @@ class Efficiency:
     rounds_per_call: int = 1
     pack_clients: bool = False
     resident_state: bool = False
+    intra_op_threads: int | None = None  # None: TensorFlow's default
     notes: tuple[str, ...] = ()  # what was turned off, and why
 
     def describe(self) -> str:
+        threads = 'null' if self.intra_op_threads is None else self.intra_op_threads
         text = (
             f'efficiency: rounds_per_call={self.rounds_per_call} pack_clients={str(self.pack_clients).lower()} '
-            f'resident_state={str(self.resident_state).lower()}'
+            f'resident_state={str(self.resident_state).lower()} intra_op_threads={threads}'
         )
         return text + ''.join(f'\n  {note}' for note in self.notes)
 
@@ -42,10 +47,17 @@ def settings(config: dict) -> Efficiency:
     from fedlab.algorithms import combinations
 
     node = config.get('efficiency') or {}
-    unknown = sorted(set(node) - {'rounds_per_call', 'pack_clients', 'resident_state'})
+    unknown = sorted(set(node) - {'rounds_per_call', 'pack_clients', 'resident_state', 'intra_op_threads'})
     if unknown:
         raise FedlabError(
-            f'efficiency.{unknown[0]} is not a key: efficiency has rounds_per_call, pack_clients and resident_state'
+            f'efficiency.{unknown[0]} is not a key: efficiency has rounds_per_call, pack_clients, resident_state and '
+            'intra_op_threads'
+        )
+    intra_op_threads = node.get('intra_op_threads')
+    if intra_op_threads is not None and (type(intra_op_threads) is not int or intra_op_threads < 1):
+        raise FedlabError(
+            f'efficiency.intra_op_threads={intra_op_threads} is not allowed: it must be an integer >= 1 or null '
+            "(TensorFlow's default, one per core)"
         )
     rounds_per_call = node.get('rounds_per_call', 1)
     pack_clients = node.get('pack_clients', False)
@@ -65,6 +77,8 @@ def settings(config: dict) -> Efficiency:
     if runtime.endswith('RemoteRuntime'):
         if rounds_per_call > 1 or pack_clients or resident_state:
             notes.append('runtime=remote: one round and one client per TFF call (each call is split among the workers)')
+        if intra_op_threads is not None:
+            notes.append('intra_op_threads: the remote workers\' own (set TF_NUM_INTRAOP_THREADS where they start)')
         return Efficiency(notes=tuple(notes))
     if aggregator == _SECURE and (rounds_per_call > 1 or resident_state):
         notes.append('rounds_per_call: 1, resident_state: off with aggregator=secure (TFF\'s test context runs it)')
@@ -87,5 +101,9 @@ def settings(config: dict) -> Efficiency:
             notes.append(f'pack_clients: off, {reason}')
             pack_clients = False
     return Efficiency(
-        rounds_per_call=rounds_per_call, pack_clients=pack_clients, resident_state=resident_state, notes=tuple(notes)
+        rounds_per_call=rounds_per_call,
+        pack_clients=pack_clients,
+        resident_state=resident_state,
+        intra_op_threads=intra_op_threads,
+        notes=tuple(notes),
     )

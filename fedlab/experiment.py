@@ -58,6 +58,7 @@ def train_and_evaluate(
         return recorder.outputs_from_files(run_dir)
     print(data.summary())
     workers.shield_workers_from_terminal_signals()
+    workers.set_intra_op_threads(efficiency.intra_op_threads)
     run = recorder.RunRecorder(
         run_dir,
         rounds=schedule.rounds,

@@ -16,6 +16,8 @@ each round of a block as before, once the block returns.
 import dataclasses
 from collections.abc import Callable, Sequence
 
+import numpy as np
+import tensorflow as tf
 import tensorflow_federated as tff
 
 
@@ -66,6 +68,7 @@ class RoundBlocks:
         state_type, data_type = process.next.type_signature.parameter
         self._state_type = state_type
         self._data_type = data_type
+        self._metrics_vector = MetricsVector.of(process.next.type_signature.result.metrics.member)
         self._hparams_type = process.get_hparams.type_signature.result if process.get_hparams else None
         self._computations: dict[tuple[int, bool], tff.Computation] = {}
 
@@ -77,8 +80,11 @@ class RoundBlocks:
         computation = self._computation(k, hparams is not None)
         args = [*client_data] + (list(hparams) if hparams is not None else [])
         if self._resident is not None:
-            return self._resident.call(computation, state, tuple(args))
-        state, *metrics = computation((state, *args))
+            state, metrics = self._resident.call(computation, state, tuple(args))
+        else:
+            state, *metrics = computation((state, *args))
+        if self._metrics_vector is not None:
+            metrics = self._metrics_vector.decode(metrics[0], k)
         return state, metrics
 
     @property
@@ -116,6 +122,55 @@ class RoundBlocks:
                 output = process.next(state, client_data[i])
                 state = output.state
                 metrics.append(output.metrics)
+            if self._metrics_vector is not None:
+                return state, self._metrics_vector.encode(metrics)
             return (state, *metrics)
 
         return block
+
+
+class MetricsVector:
+    """A block's metrics, every round's, as one float64 vector at SERVER: TFF's worker returns a result leaf by
+    leaf (measured: fetching 5 rounds' metrics of FedAvg on linear, 30 scalars, took 8 ms of a 55 ms block; one
+    vector, one leaf). Exact: float64 holds every float32, bool and integer below 2**53 (counts) as it is, and
+    `decode` casts each value back to its leaf's dtype. `of` returns None for metrics with other dtypes."""
+
+    EXACT_DTYPES = (np.float32, np.float64, np.int32, np.int64, np.bool_)
+
+    def __init__(self, metrics_type: tff.types.Type):
+        self._type = metrics_type
+        self._specs = tff.types.type_to_tf_tensor_specs(metrics_type)  # the Python containers TFF returns
+        self._leaves = tf.nest.flatten(self._specs)
+        self._encoders: dict[int, tff.Computation] = {}
+
+    @classmethod
+    def of(cls, metrics_type: tff.types.Type) -> 'MetricsVector | None':
+        specs = tf.nest.flatten(tff.types.type_to_tf_tensor_specs(metrics_type))
+        exact = all(spec.dtype.as_numpy_dtype in cls.EXACT_DTYPES and spec.shape.is_fully_defined() for spec in specs)
+        return cls(metrics_type) if specs and exact else None
+
+    def encode(self, metrics: list):
+        """In a federated computation: the rounds' metrics (each at SERVER) as one vector at SERVER."""
+        k = len(metrics)
+        if k not in self._encoders:
+
+            @tff.tensorflow.computation(tff.types.StructWithPythonType([self._type] * k, tuple))
+            def to_vector(rounds):
+                leaves = [leaf for round_metrics in rounds for leaf in tf.nest.flatten(round_metrics)]
+                return tf.concat([tf.reshape(tf.cast(leaf, tf.float64), [-1]) for leaf in leaves], axis=0)
+
+            self._encoders[k] = to_vector
+        return tff.federated_map(self._encoders[k], tff.federated_zip(tuple(metrics)))
+
+    def decode(self, vector: np.ndarray, k: int) -> list:
+        """The k rounds' metrics, with the containers and dtypes `process.next` returns."""
+        rounds, offset = [], 0
+        for _ in range(k):
+            values = []
+            for spec in self._leaves:
+                size = spec.shape.num_elements()
+                value = vector[offset : offset + size].astype(spec.dtype.as_numpy_dtype).reshape(spec.shape)
+                values.append(value[()] if spec.shape.rank == 0 else value)
+                offset += size
+            rounds.append(tf.nest.pack_sequence_as(self._specs, values))
+        return rounds

@@ -168,11 +168,30 @@ def worker_cleanup():
             watchdogs.stop()  # after the workers: if fedlab is killed meanwhile, the watchdogs still act
 
 
+# Variables added to the environment of the workers TFF starts from now on (see `set_intra_op_threads`).
+_worker_environment: dict[str, str] = {}
+
+
+def set_intra_op_threads(threads: int | None) -> None:
+    """The threads per TensorFlow op in the TFF workers started from now on (a running one keeps its own); None:
+    TensorFlow's default (one per core) or the user's TF_NUM_INTRAOP_THREADS.
+
+    The worker already runs clients (or packed groups) in parallel, one per core; splitting each of their small ops
+    among threads on top mostly hands work between threads (1 is faster for every model: docs/performance.md).
+    Takes effect through `shield_workers_from_terminal_signals`, whose Popen passes the environment."""
+    _worker_environment.pop('TF_NUM_INTRAOP_THREADS', None)
+    if threads is not None:
+        _worker_environment['TF_NUM_INTRAOP_THREADS'] = str(threads)
+
+
 class _OwnSessionPopen(subprocess.Popen):
-    """Popen that starts the child in a session of its own, out of the terminal's process group."""
+    """Popen that starts the child in a session of its own, out of the terminal's process group, with
+    `_worker_environment` added to its environment."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault('start_new_session', True)
+        if _worker_environment:
+            kwargs['env'] = {**(kwargs.get('env') or os.environ), **_worker_environment}
         super().__init__(*args, **kwargs)
 
 

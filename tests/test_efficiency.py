@@ -192,6 +192,108 @@ def test_a_non_finite_client_is_dropped_as_unpacked():
         np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-7)
 
 
+def _tiny_federation(num_clients=4):
+    from fedlab import client_data
+    from fedlab.data import federated_data
+
+    rng = np.random.default_rng(0)
+    arrays = {
+        f'c{i}': (rng.random((10 + 3 * i, 8, 8, 1), np.float32), rng.integers(0, 10, 10 + 3 * i).astype(np.int32))
+        for i in range(num_clients)
+    }
+    pipeline = functools.partial(client_data.train_pipeline, config=client_data.PipelineConfig(epochs=1))
+    return client_data.ClientShards(federated_data.client_data_from_arrays(arrays), pipeline), sorted(arrays)
+
+
+@pytest.mark.parametrize('algorithm', ['fedavg', 'fedprox', 'fedsgd'])
+def test_the_fused_packed_round_is_the_composed_one_bit_for_bit(algorithm):
+    """fedlab.algorithms.packed_round: one broadcast, one map, one sum; the composed round's types, state and
+    metrics, bitwise (server momentum: a finalizer with state)."""
+    import tensorflow as tf
+    import tensorflow_federated as tff
+
+    from fedlab import client_packing, models
+    from fedlab.algorithms import client_work, composition, optimizers
+
+    model_fn = models.keras_model_fn((8, 8, 1), 10, architecture='linear')
+    inputs = composition.fast_inputs('shards', 4, packed=True)
+    if algorithm == 'fedsgd':
+        work = client_work.build_gradient_client_work(model_fn, inputs, weighting='num_examples')
+    else:
+        proximal = 0.1 if algorithm == 'fedprox' else 0.0
+        work = client_work.build_model_delta_client_work(
+            model_fn, optimizers.sgd(0.1), inputs, weighting='num_examples', proximal_strength=proximal
+        )
+    assert work.group_update is not None
+    mean, server_optimizer = tff.aggregators.MeanFactory(), optimizers.sgd(1.0, 0.9)
+    build = functools.partial(composition.compose, model_fn, model_aggregator=mean, server_optimizer=server_optimizer)
+    fused, composed = build(work), build(work._replace(group_update=None))
+    assert fused.next.type_signature == composed.next.type_signature
+    shards, ids = _tiny_federation()
+    with shards:
+        groups = client_packing.PackedInputs(shards, groups=2)(ids)
+        states = [fused.initialize(), composed.initialize()]
+        for _ in range(3):
+            outputs = [fused.next(states[0], groups), composed.next(states[1], groups)]
+            assert repr(outputs[0].metrics) == repr(outputs[1].metrics)
+            states = [o.state for o in outputs]
+    for a, b in zip(tf.nest.flatten(states[0]), tf.nest.flatten(states[1])):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize('resident', [False, True])
+def test_a_blocks_metrics_come_back_as_one_vector_with_their_types(resident):
+    """round_blocks.MetricsVector: every round's metrics of a block in one float64 vector, decoded to the values,
+    containers and dtypes `process.next` returns."""
+    from fedlab import client_packing, models
+    from fedlab.algorithms import fedavg, optimizers
+
+    model_fn = models.keras_model_fn((8, 8, 1), 10, architecture='linear')
+    process = fedavg.build_fed_avg(model_fn, optimizers.sgd(0.1), optimizers.sgd(1.0), pack_clients=True, batch_size=4)
+    shards, ids = _tiny_federation()
+    with shards:
+        groups = client_packing.PackedInputs(shards, groups=2)(ids)
+        state, expected = process.initialize(), []
+        for _ in range(3):
+            output = process.next(state, groups)
+            state, expected = output.state, [*expected, output.metrics]
+        blocks = round_blocks.RoundBlocks(process, resident=resident)
+        _, metrics = blocks.next(process.initialize(), [groups] * 3)
+    assert repr(metrics) == repr(expected)
+    train = metrics[2]['client_work']['train']
+    assert isinstance(train['num_examples'], np.int64) and isinstance(train['loss'], np.float32)
+
+
+def test_a_metric_of_another_dtype_keeps_the_plain_results():
+    import tensorflow_federated as tff
+
+    def metrics(**dtypes):
+        return tff.types.StructWithPythonType([(k, tff.TensorType(v)) for k, v in dtypes.items()], dict)
+
+    assert round_blocks.MetricsVector.of(metrics(count=np.int64, loss=np.float32)) is not None
+    assert round_blocks.MetricsVector.of(metrics(count=np.int64, name=np.str_)) is None
+    assert round_blocks.MetricsVector.of(metrics()) is None
+
+
+@pytest.mark.parametrize('threads,expected', [(1, '1'), (None, 'unset')])
+def test_the_worker_is_started_with_the_intra_op_threads(threads, expected, monkeypatch):
+    """efficiency.intra_op_threads reaches the environment of the worker TFF starts (through fedlab's Popen)."""
+    import subprocess
+
+    from tensorflow_federated.python.core.impl.executor_stacks import executor_factory
+
+    monkeypatch.delenv('TF_NUM_INTRAOP_THREADS', raising=False)
+    workers.shield_workers_from_terminal_signals()
+    workers.set_intra_op_threads(threads)
+    try:
+        child = executor_factory.subprocess.Popen(
+            ['sh', '-c', 'echo ${TF_NUM_INTRAOP_THREADS:-unset}'], stdout=subprocess.PIPE, text=True
+        )
+        assert child.communicate()[0].strip() == expected
+    finally:
+        workers.set_intra_op_threads(None)
+
+
 def test_interrupt_inside_a_block_stops_after_it_and_resumes_to_the_same_tables(tmp_path, monkeypatch, capsys):
     overrides = [*BASE, 'rounds=6', 'checkpoint_every=0', 'sampling=uniform', *BOTH]
     cli.train(compose_config(overrides), tmp_path / 'uninterrupted')
@@ -303,6 +405,8 @@ def test_plan_ends_blocks_where_the_state_is_needed_and_the_client_count_changes
         ({'efficiency': {'rounds_per_call': 0}}, 'efficiency.rounds_per_call=0 is not allowed'),
         ({'efficiency': {'pack_clients': 'yes'}}, 'efficiency.pack_clients=yes is not allowed'),
         ({'efficiency': {'rounds': 2}}, 'efficiency.rounds is not a key'),
+        ({'efficiency': {'intra_op_threads': 0}}, 'efficiency.intra_op_threads=0 is not allowed'),
+        ({'efficiency': {'intra_op_threads': 'all'}}, 'efficiency.intra_op_threads=all is not allowed'),
     ],
 )
 def test_bad_efficiency_values_are_refused(config, expected):
@@ -328,3 +432,9 @@ def test_packing_falls_back_where_it_is_not_linear_and_says_why():
     assert not dp.resident_state and 'DP' in dp.notes[0]
     remote = settings(aggregator=mean, algorithm=fedavg, runtime={'_target_': 'fedlab.runtime.RemoteRuntime'})
     assert (remote.rounds_per_call, remote.pack_clients) == (1, False) and 'runtime=remote' in remote.notes[0]
+    threads = efficiency.settings({'efficiency': {'intra_op_threads': 1}})
+    assert threads.intra_op_threads == 1 and 'intra_op_threads=1' in threads.describe()
+    remote_threads = efficiency.settings(
+        {'efficiency': {'intra_op_threads': 1}, 'runtime': {'_target_': 'fedlab.runtime.RemoteRuntime'}}
+    )
+    assert remote_threads.intra_op_threads is None and 'TF_NUM_INTRAOP_THREADS' in remote_threads.notes[-1]

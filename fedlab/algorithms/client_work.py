@@ -27,12 +27,17 @@ from fedlab.tensor_client_work import ClientInputs, batch, model_types, num_batc
 
 class TensorClientWork(NamedTuple):
     """The parts of a `tff.learning.templates.ClientWorkProcess`. Not one itself: TFF's templates insist
-    that client data be a sequence, which is exactly the cost the fast paths avoid."""
+    that client data be a sequence, which is exactly the cost the fast paths avoid.
+
+    `group_update`, for packed clients only: the TF computation `(state, weights, group data) -> (ClientResult,
+    unfinalized metrics)` that `next` runs at each group with the state broadcast (fedlab.algorithms.packed_round
+    fuses a round around it)."""
 
     initialize: tff.Computation
     next: tff.Computation
     get_hparams: tff.Computation
     set_hparams: tff.Computation
+    group_update: tff.Computation | None = None
 
 
 def _zero_if_any_non_finite(update):
@@ -251,7 +256,8 @@ def build_model_delta_client_work(
         measurements = tff.federated_zip(collections.OrderedDict(train=metrics_aggregation_fn(model_outputs)))
         return tff.templates.MeasuredProcessOutput(state, client_result, measurements)
 
-    return TensorClientWork(init_fn, next_fn, get_hparams_fn, set_hparams_fn)
+    group_update = client_update if inputs.packed else None
+    return TensorClientWork(init_fn, next_fn, get_hparams_fn, set_hparams_fn, group_update)
 
 
 def build_gradient_client_work(model_fn: ModelFn, inputs: ClientInputs, *, weighting: str) -> TensorClientWork:
@@ -291,7 +297,15 @@ def build_gradient_client_work(model_fn: ModelFn, inputs: ClientInputs, *, weigh
         measurements = tff.federated_zip(collections.OrderedDict(train=metrics_aggregation_fn(model_outputs)))
         return tff.templates.MeasuredProcessOutput(state, client_result, measurements)
 
-    return TensorClientWork(init_fn, next_fn, get_hparams_fn, set_hparams_fn)
+    group_update = None
+    if inputs.packed:
+
+        @tff.tensorflow.computation(state_type, weights_type, data_type)
+        def group_update(state, initial_weights, data):
+            del state  # no state: the same signature as the other client works'
+            return client_update(initial_weights, data)
+
+    return TensorClientWork(init_fn, next_fn, get_hparams_fn, set_hparams_fn, group_update)
 
 
 def build_mime_lite_client_work(

@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow_federated as tff
 
 from fedlab import client_packing
-from fedlab.algorithms import aggregation
+from fedlab.algorithms import aggregation, packed_round
 from fedlab.algorithms.client_work import TensorClientWork
 from fedlab.models import ModelFn
 from fedlab.tensor_client_work import ClientInputs
@@ -21,7 +21,8 @@ def compose(
 ) -> tff.learning.templates.LearningProcess:
     """Broadcast the model, run `client_work`, aggregate the updates with `model_aggregator`, and apply the
     aggregate with `server_optimizer` (TFF's apply-optimizer finalizer): the structure, state, metrics and
-    hyper-parameters of TFF's own processes, so fedlab reads both the same way."""
+    hyper-parameters of TFF's own processes, so fedlab reads both the same way. A packed `client_work` (with a
+    `group_update`) gets the same round in fewer federated steps (fedlab.algorithms.packed_round)."""
 
     @tff.tensorflow.computation
     def initial_model_weights_fn():
@@ -49,7 +50,7 @@ def compose(
     client_data_type = client_work.next.type_signature.parameter[2]
 
     @tff.federated_computation(init_fn.type_signature.result, client_data_type)
-    def next_fn(state, client_data):
+    def composed_next_fn(state, client_data):
         distributed = distributor.next(state.distributor, state.global_model_weights)
         trained = client_work.next(state.client_work, distributed.result, client_data)
         aggregated = aggregator.next(state.aggregator, trained.result.update, trained.result.update_weight)
@@ -67,6 +68,21 @@ def compose(
         )
         return tff.learning.templates.LearningProcessOutput(new_state, metrics)
 
+    next_fn = composed_next_fn
+    if client_work.group_update is not None:  # packed clients: the same round in fewer federated steps
+        client_packing.check_linear(model_aggregator)
+        next_fn = packed_round.build_next(
+            model_fn,
+            client_work,
+            state_type=init_fn.type_signature.result,
+            distributor=distributor,
+            aggregator=aggregator,
+            finalizer=finalizer,
+        )
+        if next_fn.type_signature != composed_next_fn.type_signature:
+            raise TypeError(
+                f'the fused packed round has type {next_fn.type_signature}, not {composed_next_fn.type_signature}'
+            )
     state_type = next_fn.type_signature.parameter[0].member
 
     @tff.tensorflow.computation(state_type)
