@@ -49,9 +49,13 @@ class Timer:
     def time(self, name: str, fn, *args):
         start = time.perf_counter()
         out = fn(*args)
-        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
-        self.count[name] = self.count.get(name, 0) + 1
+        self.add(name, time.perf_counter() - start)
         return out
+
+    def add(self, name: str, seconds: float) -> None:
+        """One measurement taken elsewhere (e.g. in another process)."""
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+        self.count[name] = self.count.get(name, 0) + 1
 
 
 def figure(name: str, value: float, goal: str, ok: bool | None, detail: str = '') -> str:

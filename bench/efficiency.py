@@ -2,16 +2,17 @@
 fedlab's plain shard path, each way of making fewer TFF calls (docs/performance.md) and all of them together,
 beside TFF's stock FedAvg; every method timed interleaved round by round in one run, so compare ratios.
 
-TFF's worker runs with a default run's efficiency.intra_op_threads (1). The physical limit is the faster of the
-central loop timed here (TensorFlow's default threads) and the same loop with that thread setting, timed in a
-process of its own right after (TensorFlow fixes its threads when it starts)."""
+TFF's worker runs with a default run's efficiency.intra_op_threads (1). TensorFlow fixes its threads when a
+process starts, so two methods run in processes of their own, a step at a time when asked (`StepServer`), still
+interleaved with the others: TFF stock as it comes (TensorFlow's default threads), and the central loop at one
+thread per op. The physical limit is the faster central loop: this process's (default threads) or that one."""
 
 import argparse
 import functools
-import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 
@@ -97,7 +98,8 @@ def measure(architecture: str, clients: dict, *, rounds: int, rounds_per_call: i
     def build(**keywords):
         return fedavg.build_fed_avg(model_fn, optimizers.sgd(client_lr), optimizers.sgd(server_lr), **keywords)
 
-    stock = build(client_inputs='dataset')
+    stock = StepServer(architecture, 'stock', None)  # TFF as it comes, with its own worker
+    central_threads = StepServer(architecture, 'central', WORKER_THREADS)
     plain = build(client_inputs='shards', batch_size=batch_size)
     packed = build(client_inputs='shards', batch_size=batch_size, pack_clients=True)
     shards = client_data.ClientShards(data, pipeline)
@@ -112,8 +114,8 @@ def measure(architecture: str, clients: dict, *, rounds: int, rounds_per_call: i
     resident = round_blocks.RoundBlocks(plain, resident=True)
     packed_blocks = round_blocks.RoundBlocks(packed, resident=True)  # all three
     # method -> (one step, rounds per step)
-    states = {'stock': stock.initialize(), 'plain': plain.initialize(), 'blocks': plain.initialize(),
-              'packed': packed.initialize(), 'resident': plain.initialize(), 'all': packed.initialize()}  # fmt: skip
+    states = {'plain': plain.initialize(), 'blocks': plain.initialize(), 'packed': packed.initialize(),
+              'resident': plain.initialize(), 'all': packed.initialize()}  # fmt: skip
 
     def round_of(name, process, inputs):
         states[name] = process.next(states[name], inputs).state
@@ -122,7 +124,7 @@ def measure(architecture: str, clients: dict, *, rounds: int, rounds_per_call: i
         states[name] = runner.next(states[name], [inputs] * rounds)[0]
 
     steps = {
-        'stock': (lambda: round_of('stock', stock, datasets), 1),
+        'stock': (stock.step, 1),  # seconds measured in its process
         'plain': (lambda: round_of('plain', plain, shard_paths), 1),
         'blocks': (lambda: block_of('blocks', blocks, shard_paths), k),
         'packed': (lambda: round_of('packed', packed, groups), 1),
@@ -130,14 +132,22 @@ def measure(architecture: str, clients: dict, *, rounds: int, rounds_per_call: i
         'all': (lambda: block_of('all', packed_blocks, groups), k),
         'empty': (lambda: empty_round(empty_weights, shard_paths), 1),
         'central': (lambda: central(x_t, y_t).numpy(), 1),
+        'central threads': (central_threads.step, 1),
     }
-    for step, _ in steps.values():  # tracing, compiling: excluded
-        step()
+    served = (stock.step, central_threads.step)
+    for name, (step, _) in steps.items():  # tracing, compiling: excluded (the servers did theirs)
+        if step not in served:
+            step()
     timer = common.Timer()
     for i in range(rounds):
         for name, (step, per_step) in steps.items():
             if per_step == 1 or i % k == 0:  # a block of k rounds every k-th time: the same rounds for each method
-                timer.time(name, step)
+                if step in served:
+                    timer.add(name, step())
+                else:
+                    timer.time(name, step)
+    stock.close()
+    central_threads.close()
     shards.close()
     del tff
     return {name: n * per_step * timer.count[name] / timer.seconds[name] for name, (_, per_step) in steps.items()}
@@ -151,33 +161,76 @@ def _bench_clients():
     return common.synthetic_clients(10, 100), 'synthetic'
 
 
-def central_rate_with_threads(architecture: str, threads: int, rounds: int) -> float:
-    """Examples/s of the central loop in a process whose TensorFlow runs `threads` threads per op."""
-    command = [sys.executable, '-m', 'bench.efficiency', '--central-only', architecture, '--rounds', str(rounds)]
-    env = {**os.environ, 'TF_NUM_INTRAOP_THREADS': str(threads)}
-    output = subprocess.run(command, env=env, cwd=common.REPO, capture_output=True, text=True, check=True).stdout
-    return json.loads(output.strip().splitlines()[-1])['examples_per_second']
+class StepServer:
+    """One method of `measure` in a Python process of its own, with `threads` TensorFlow threads per op (None:
+    TensorFlow's default): `step()` runs one step there and returns its seconds, measured there."""
+
+    def __init__(self, architecture: str, method: str, threads: int | None):
+        env = {key: value for key, value in os.environ.items() if key != 'TF_NUM_INTRAOP_THREADS'}
+        env.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')  # its stderr is this bench's
+        if threads is not None:
+            env['TF_NUM_INTRAOP_THREADS'] = str(threads)
+        command = [sys.executable, '-m', 'bench.efficiency', '--serve', f'{architecture}:{method}']
+        self._process = subprocess.Popen(
+            command, env=env, cwd=common.REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        self._reply()  # built and traced
+
+    def step(self) -> float:
+        self._process.stdin.write('step\n')
+        self._process.stdin.flush()
+        return self._reply()
+
+    def close(self) -> None:
+        self._process.stdin.close()  # the server's loop ends; it stops its TFF worker
+        self._process.wait()
+
+    def _reply(self) -> float:
+        for line in self._process.stdout:  # skip anything else printed (data loading, TFF's worker)
+            if line.startswith(_REPLY):
+                return float(line[len(_REPLY) :])
+        raise RuntimeError(f'the step server exited with {self._process.wait()}')
 
 
-def _central_only(architecture: str, rounds: int) -> None:
+_REPLY = 'bench.efficiency step seconds: '
+
+
+def _serve(architecture: str, method: str) -> None:
+    """StepServer's process: builds `method` ('stock' or 'central') on the bench's clients, then runs one step
+    per line read."""
     import tensorflow as tf
 
     from fedlab import client_data, models, tensor_client_work
+    from fedlab.algorithms import fedavg, optimizers
     from fedlab.data import federated_data
 
     clients, _ = _bench_clients()
     data = federated_data.client_data_from_arrays(clients)
     pipeline = functools.partial(client_data.train_pipeline, config=client_data.PipelineConfig(epochs=1))
-    tensors = [tensor_client_work.materialize(d) for d in client_data.ClientDatasets(data, pipeline)(sorted(clients))]
-    x = tf.constant(np.concatenate([t['x'] for t in tensors]))
-    y = tf.constant(np.concatenate([t['y'] for t in tensors]))
-    central = _central_loop(models.build_keras_model(architecture, (28, 28, 1), 10), 20, 0.02)
-    central(x, y).numpy()  # tracing: excluded
-    timer = common.Timer()
-    for _ in range(rounds):
-        timer.time('central', lambda: central(x, y).numpy())
-    rate = int(y.shape[0]) * timer.count['central'] / timer.seconds['central']
-    print(json.dumps({'examples_per_second': rate}))
+    datasets = client_data.ClientDatasets(data, pipeline)(sorted(clients))
+    if method == 'stock':
+        model_fn = models.keras_model_fn((28, 28, 1), 10, architecture=architecture)
+        stock = fedavg.build_fed_avg(model_fn, optimizers.sgd(0.02), optimizers.sgd(1.0), client_inputs='dataset')
+        state = [stock.initialize()]
+
+        def step():
+            state[0] = stock.next(state[0], datasets).state
+
+    else:
+        tensors = [tensor_client_work.materialize(d) for d in datasets]
+        x = tf.constant(np.concatenate([t['x'] for t in tensors]))
+        y = tf.constant(np.concatenate([t['y'] for t in tensors]))
+        central = _central_loop(models.build_keras_model(architecture, (28, 28, 1), 10), 20, 0.02)
+
+        def step():
+            central(x, y).numpy()
+
+    step()  # tracing, compiling: excluded
+    print(f'{_REPLY}0', flush=True)
+    for _ in sys.stdin:
+        start = time.perf_counter()
+        step()
+        print(f'{_REPLY}{time.perf_counter() - start}', flush=True)
 
 
 def main(argv=None) -> list[str]:
@@ -185,10 +238,10 @@ def main(argv=None) -> list[str]:
     parser.add_argument('--models', default='fedavg_cnn,simple_cnn,linear')
     parser.add_argument('--rounds', type=int, default=5 if common.QUICK else 20)
     parser.add_argument('--rounds-per-call', type=int, default=5)
-    parser.add_argument('--central-only', metavar='MODEL', help=argparse.SUPPRESS)  # central_rate_with_threads
+    parser.add_argument('--serve', metavar='MODEL:METHOD', help=argparse.SUPPRESS)  # StepServer's process
     args = parser.parse_args(argv)
-    if args.central_only:
-        _central_only(args.central_only, args.rounds)
+    if args.serve:
+        _serve(*args.serve.split(':'))
         return []
     from fedlab import workers
 
@@ -203,12 +256,13 @@ def main(argv=None) -> list[str]:
     print(lines[0], flush=True)
     for architecture in args.models.split(','):
         rates = measure(architecture, clients, rounds=args.rounds, rounds_per_call=k)
-        threaded = central_rate_with_threads(architecture, WORKER_THREADS, args.rounds)
-        rates['central'] = max(rates['central'], threaded)  # the physical limit: the faster thread setting
+        default_threads, one_thread = rates['central'], rates.pop('central threads')
+        rates['central'] = max(default_threads, one_thread)  # the physical limit: the faster thread setting
         ms = {name: 1000 * examples / rate for name, rate in rates.items()}
         lines.append(
-            f'   {architecture}: ms per round: central loop {ms["central"]:.1f} (with {WORKER_THREADS} thread per op '
-            f'{1000 * examples / threaded:.1f}), TFF stock {ms["stock"]:.1f}, '
+            f'   {architecture}: ms per round: central loop {ms["central"]:.1f} (default threads '
+            f'{1000 * examples / default_threads:.1f}, {WORKER_THREADS} per op {1000 * examples / one_thread:.1f}), '
+            f'TFF stock {ms["stock"]:.1f}, '
             f'empty TFF round {ms["empty"]:.1f}, fedlab plain {ms["plain"]:.1f}, rounds_per_call {ms["blocks"]:.1f}, '
             f'pack_clients {ms["packed"]:.1f}, resident_state {ms["resident"]:.1f}, all three {ms["all"]:.1f}'
         )
