@@ -145,7 +145,10 @@ class MetricsVector:
 
     @classmethod
     def of(cls, metrics_type: tff.types.Type) -> 'MetricsVector | None':
-        specs = tf.nest.flatten(tff.types.type_to_tf_tensor_specs(metrics_type))
+        try:
+            specs = tf.nest.flatten(tff.types.type_to_tf_tensor_specs(metrics_type))
+        except (TypeError, ValueError):  # e.g. a structure without Python containers: the plain results
+            return None
         exact = all(spec.dtype.as_numpy_dtype in cls.EXACT_DTYPES and spec.shape.is_fully_defined() for spec in specs)
         return cls(metrics_type) if specs and exact else None
 

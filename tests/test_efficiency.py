@@ -273,6 +273,7 @@ def test_a_metric_of_another_dtype_keeps_the_plain_results():
     assert round_blocks.MetricsVector.of(metrics(count=np.int64, loss=np.float32)) is not None
     assert round_blocks.MetricsVector.of(metrics(count=np.int64, name=np.str_)) is None
     assert round_blocks.MetricsVector.of(metrics()) is None
+    assert round_blocks.MetricsVector.of(tff.StructType([('count', tff.TensorType(np.int64))])) is None  # no containers
 
 
 @pytest.mark.parametrize('threads,expected', [(1, '1'), (None, 'unset')])

@@ -14,9 +14,10 @@ so `build_next` does the same arithmetic in fewer steps:
     at SERVER   MeanFactory's division, the metric finalizers (as `tff.learning.metrics.sum_then_finalize`), and the
                 finalizer process (the server optimizer), as composed
 
-The state and metrics have the composed round's types (checked here) and values: the broadcast process and the
-mean's inner sums are stateless and measure nothing, so their state passes through and their measurements are
-empty. tests/test_efficiency.py compares the two rounds.
+The state and metrics have the composed round's types (checked by `compose`) and values: the broadcast process
+and the mean's inner sums are stateless and measure nothing (checked here), so their state passes through and
+their measurements are empty; the client work's state, its hyper-parameters, is not changed by a round either.
+tests/test_efficiency.py compares the two rounds bit for bit.
 """
 
 import collections
