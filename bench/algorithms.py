@@ -143,9 +143,9 @@ def main(argv=None) -> list[str]:
     lines = [
         f'# algorithms: {args.model}, {args.clients} clients x {args.examples} synthetic 28x28 examples, batch 20, '
         f'1 epoch, client_inputs={args.client_inputs}; median of {args.rounds} interleaved rounds; efficiency: '
-        f'pack_clients={args.pack_clients} (not Mime Lite), rounds_per_call={k}, resident_state={args.resident_state}, '
-        f'intra_op_threads={args.intra_op_threads or "default"}'
-        f"{' (not the before)' if before else ''}; examples/s as a ratio to {reference}'s"
+        f'pack_clients={args.pack_clients} (not Mime Lite), rounds_per_call={k}, resident_state={args.resident_state}'
+        f"{' (not the before)' if before else ''}; TFF's worker at intra_op_threads="
+        f"{args.intra_op_threads or 'default'} for all; examples/s as a ratio to {reference}'s"
     ]
     for name, median in medians.items():
         ratio = medians[reference] / median  # the same examples every round: examples/s ratio
