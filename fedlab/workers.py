@@ -177,7 +177,7 @@ def set_intra_op_threads(threads: int | None) -> None:
     TensorFlow's default (one per core) or the user's TF_NUM_INTRAOP_THREADS.
 
     The worker already runs clients (or packed groups) in parallel, one per core; splitting each of their small ops
-    among threads on top mostly hands work between threads (1 is faster for every model: docs/performance.md).
+    among threads on top mostly hands work between threads (1 was faster for every model, packed: docs/performance.md).
     Takes effect through `shield_workers_from_terminal_signals`, whose Popen passes the environment."""
     _worker_environment.pop('TF_NUM_INTRAOP_THREADS', None)
     if threads is not None:
