@@ -20,6 +20,7 @@ from bench import common
 
 GOALS = {'fedavg_cnn': 0.92, 'simple_cnn': 0.85, 'linear': 0.40}  # issue 15
 WORKER_THREADS = 1  # conf/config.yaml's efficiency.intra_op_threads
+BATCH_SIZE, CLIENT_LR, SERVER_LR = 20, 0.02, 1.0  # FedAvg's and the central loop's, in every process
 STOCK_FACTOR = {'fedavg_cnn': 2, 'simple_cnn': 4, 'linear': 8}  # ... and ahead of TFF stock by these factors
 
 
@@ -75,38 +76,54 @@ def _empty_round(model_fn):
     return initial_weights(), empty_round
 
 
-def measure(architecture: str, clients: dict, *, rounds: int, rounds_per_call: int, batch_size: int = 20):
+def _federation(clients: dict):
+    """The clients' data, their training pipeline (one epoch) and each client's dataset, in sorted id order."""
+    from fedlab import client_data
+    from fedlab.data import federated_data
+
+    data = federated_data.client_data_from_arrays(clients)
+    pipeline = functools.partial(client_data.train_pipeline, config=client_data.PipelineConfig(epochs=1))
+    return data, pipeline, client_data.ClientDatasets(data, pipeline)(sorted(clients))
+
+
+def _pooled(datasets) -> tuple[np.ndarray, np.ndarray]:
+    """Every client's batch stream concatenated: the central loop's data."""
+    from fedlab import tensor_client_work
+
+    tensors = [tensor_client_work.materialize(d) for d in datasets]
+    return np.concatenate([t['x'] for t in tensors]), np.concatenate([t['y'] for t in tensors])
+
+
+def _fed_avg(architecture: str, **keywords):
+    from fedlab import models
+    from fedlab.algorithms import fedavg, optimizers
+
+    model_fn = models.keras_model_fn((28, 28, 1), 10, architecture=architecture)
+    return fedavg.build_fed_avg(model_fn, optimizers.sgd(CLIENT_LR), optimizers.sgd(SERVER_LR), **keywords)
+
+
+def measure(architecture: str, clients: dict, *, rounds: int, rounds_per_call: int):
     """Examples/s of each method, measured interleaved (first calls excluded: tracing and compiling)."""
     import tensorflow as tf
     import tensorflow_federated as tff
 
-    from fedlab import client_data, client_packing, models, round_blocks, tensor_client_work
-    from fedlab.algorithms import fedavg, optimizers
-    from fedlab.data import federated_data
+    from fedlab import client_data, client_packing, models, round_blocks
 
     ids = sorted(clients)
-    data = federated_data.client_data_from_arrays(clients)
-    pipeline = functools.partial(client_data.train_pipeline, config=client_data.PipelineConfig(epochs=1))
-    datasets = client_data.ClientDatasets(data, pipeline)(ids)
-    tensors = [tensor_client_work.materialize(d) for d in datasets]
-    x = np.concatenate([t['x'] for t in tensors])
-    y = np.concatenate([t['y'] for t in tensors])
+    data, pipeline, datasets = _federation(clients)  # in `ids` order
+    x, y = _pooled(datasets)
     n = len(y)
     model_fn = models.keras_model_fn((28, 28, 1), 10, architecture=architecture)
-    client_lr, server_lr = 0.02, 1.0
-
-    def build(**keywords):
-        return fedavg.build_fed_avg(model_fn, optimizers.sgd(client_lr), optimizers.sgd(server_lr), **keywords)
 
     stock = StepServer(architecture, 'stock', None)  # TFF as it comes, with its own worker
     central_threads = StepServer(architecture, 'central', WORKER_THREADS)
-    plain = build(client_inputs='shards', batch_size=batch_size)
-    packed = build(client_inputs='shards', batch_size=batch_size, pack_clients=True)
+    plain = _fed_avg(architecture, client_inputs='shards', batch_size=BATCH_SIZE)
+    packed = _fed_avg(architecture, client_inputs='shards', batch_size=BATCH_SIZE, pack_clients=True)
     shards = client_data.ClientShards(data, pipeline)
     shard_paths = shards(ids)
     groups = client_packing.PackedInputs(shards)(ids)
     empty_weights, empty_round = _empty_round(model_fn)  # before the Keras models below: it builds in a graph
-    central = _central_loop(models.build_keras_model(architecture, (28, 28, 1), 10), batch_size, client_lr)
+    central = _central_loop(models.build_keras_model(architecture, (28, 28, 1), 10), BATCH_SIZE, CLIENT_LR)
     x_t, y_t = tf.constant(x), tf.constant(y)
 
     k = rounds_per_call
@@ -200,27 +217,19 @@ def _serve(architecture: str, method: str) -> None:
     per line read."""
     import tensorflow as tf
 
-    from fedlab import client_data, models, tensor_client_work
-    from fedlab.algorithms import fedavg, optimizers
-    from fedlab.data import federated_data
+    from fedlab import models
 
-    clients, _ = _bench_clients()
-    data = federated_data.client_data_from_arrays(clients)
-    pipeline = functools.partial(client_data.train_pipeline, config=client_data.PipelineConfig(epochs=1))
-    datasets = client_data.ClientDatasets(data, pipeline)(sorted(clients))
+    _, _, datasets = _federation(_bench_clients()[0])
     if method == 'stock':
-        model_fn = models.keras_model_fn((28, 28, 1), 10, architecture=architecture)
-        stock = fedavg.build_fed_avg(model_fn, optimizers.sgd(0.02), optimizers.sgd(1.0), client_inputs='dataset')
+        stock = _fed_avg(architecture, client_inputs='dataset')
         state = [stock.initialize()]
 
         def step():
             state[0] = stock.next(state[0], datasets).state
 
     else:
-        tensors = [tensor_client_work.materialize(d) for d in datasets]
-        x = tf.constant(np.concatenate([t['x'] for t in tensors]))
-        y = tf.constant(np.concatenate([t['y'] for t in tensors]))
-        central = _central_loop(models.build_keras_model(architecture, (28, 28, 1), 10), 20, 0.02)
+        x, y = (tf.constant(a) for a in _pooled(datasets))
+        central = _central_loop(models.build_keras_model(architecture, (28, 28, 1), 10), BATCH_SIZE, CLIENT_LR)
 
         def step():
             central(x, y).numpy()
@@ -245,8 +254,7 @@ def main(argv=None) -> list[str]:
         return []
     from fedlab import workers
 
-    workers.shield_workers_from_terminal_signals()  # TFF's worker as a default run starts it:
-    workers.set_intra_op_threads(WORKER_THREADS)  # efficiency.intra_op_threads
+    workers.set_intra_op_threads(WORKER_THREADS)  # TFF's worker as a default run starts it
     clients, source = _bench_clients()
     examples = sum(len(v[1]) for v in clients.values())
     k = args.rounds_per_call
