@@ -137,20 +137,22 @@ class MetricsVector:
 
     EXACT_DTYPES = (np.float32, np.float64, np.int32, np.int64, np.bool_)
 
-    def __init__(self, metrics_type: tff.types.Type):
+    def __init__(self, metrics_type: tff.types.Type, specs):
+        """Use `of`. `specs`: the metrics' TensorSpecs in the Python containers TFF returns."""
         self._type = metrics_type
-        self._specs = tff.types.type_to_tf_tensor_specs(metrics_type)  # the Python containers TFF returns
-        self._leaves = tf.nest.flatten(self._specs)
+        self._specs = specs
+        self._leaves = tf.nest.flatten(specs)
         self._encoders: dict[int, tff.Computation] = {}
 
     @classmethod
     def of(cls, metrics_type: tff.types.Type) -> 'MetricsVector | None':
         try:
-            specs = tf.nest.flatten(tff.types.type_to_tf_tensor_specs(metrics_type))
+            specs = tff.types.type_to_tf_tensor_specs(metrics_type)
         except (TypeError, ValueError):  # e.g. a structure without Python containers: the plain results
             return None
-        exact = all(spec.dtype.as_numpy_dtype in cls.EXACT_DTYPES and spec.shape.is_fully_defined() for spec in specs)
-        return cls(metrics_type) if specs and exact else None
+        leaves = tf.nest.flatten(specs)
+        exact = all(spec.dtype.as_numpy_dtype in cls.EXACT_DTYPES and spec.shape.is_fully_defined() for spec in leaves)
+        return cls(metrics_type, specs) if leaves and exact else None
 
     def encode(self, metrics: list):
         """In a federated computation: the rounds' metrics (each at SERVER) as one vector at SERVER."""
