@@ -96,8 +96,7 @@ def main(argv=None) -> list[str]:
     from fedlab import client_data, client_packing, models, round_blocks, tff_serialization, workers
     from fedlab.data import federated_data
 
-    workers.shield_workers_from_terminal_signals()  # TFF's worker as a default run starts it, for every process here
-    workers.set_intra_op_threads(args.intra_op_threads or None)
+    workers.set_intra_op_threads(args.intra_op_threads or None)  # TFF's worker as a default run starts it
 
     arrays = common.synthetic_clients(args.clients, args.examples)
     data = federated_data.client_data_from_arrays(arrays)

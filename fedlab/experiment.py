@@ -57,8 +57,7 @@ def train_and_evaluate(
         print(f'{run_dir} already holds all {schedule.rounds} rounds of this run; nothing to do.')
         return recorder.outputs_from_files(run_dir)
     print(data.summary())
-    workers.shield_workers_from_terminal_signals()
-    workers.set_intra_op_threads(efficiency.intra_op_threads)
+    workers.set_intra_op_threads(efficiency.intra_op_threads)  # also shields the worker from terminal signals
     run = recorder.RunRecorder(
         run_dir,
         rounds=schedule.rounds,

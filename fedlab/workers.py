@@ -178,7 +178,8 @@ def set_intra_op_threads(threads: int | None) -> None:
 
     The worker already runs clients (or packed groups) in parallel, one per core; splitting each of their small ops
     among threads on top mostly hands work between threads (1 was faster for every model, packed: docs/performance.md).
-    Takes effect through `shield_workers_from_terminal_signals`, whose Popen passes the environment."""
+    Installs `shield_workers_from_terminal_signals`, whose Popen passes the environment."""
+    shield_workers_from_terminal_signals()
     _worker_environment.pop('TF_NUM_INTRAOP_THREADS', None)
     if threads is not None:
         _worker_environment['TF_NUM_INTRAOP_THREADS'] = str(threads)

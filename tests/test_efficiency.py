@@ -284,7 +284,6 @@ def test_the_worker_is_started_with_the_intra_op_threads(threads, expected, monk
     from tensorflow_federated.python.core.impl.executor_stacks import executor_factory
 
     monkeypatch.delenv('TF_NUM_INTRAOP_THREADS', raising=False)
-    workers.shield_workers_from_terminal_signals()
     workers.set_intra_op_threads(threads)
     try:
         child = executor_factory.subprocess.Popen(
