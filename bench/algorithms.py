@@ -3,8 +3,8 @@ rounds interleaved (algorithm A round r, algorithm B round r, ...), so a loaded 
 
 `--baseline-commit <sha>` adds FedAvg's fast path as it was at that commit (its fedlab/tensor_client_work.py,
 read with `git show`, run with TFF's own value serialization, one round per call), the "before" of
-fedlab.algorithms; the others run as fedlab.training.RoundLoop runs them, with fedlab.tff_serialization installed
-and the efficiency settings given (fedlab.efficiency; by default a default run's: clients packed where the
+fedlab.algorithms; the others run as fedlab.run.round_loop.RoundLoop runs them, with fedlab.tff_internals.serialization installed
+and the efficiency settings given (fedlab.config.efficiency; by default a default run's: clients packed where the
 algorithm allows it, one round per call, the state kept in TFF's worker).
 """
 
@@ -93,16 +93,19 @@ def main(argv=None) -> list[str]:
     k = args.rounds_per_call
     args.rounds = -(-args.rounds // k) * k  # whole blocks
 
-    from fedlab import client_data, client_packing, models, round_blocks, tff_serialization, workers
+    from fedlab.run import round_inputs, worker_processes
+    from fedlab.fast_paths import client_packing, round_blocks
+    from fedlab import models
+    from fedlab.tff_internals import serialization
     from fedlab.data import federated_data
 
-    workers.set_intra_op_threads(args.intra_op_threads or None)  # TFF's worker as a default run starts it
+    worker_processes.set_intra_op_threads(args.intra_op_threads or None)  # TFF's worker as a default run starts it
 
     arrays = common.synthetic_clients(args.clients, args.examples)
     data = federated_data.client_data_from_arrays(arrays)
-    config = client_data.PipelineConfig(epochs=1, batch_size=20)
-    pipeline = functools.partial(client_data.train_pipeline, config=config)
-    inputs = client_data.CLIENT_INPUTS[args.client_inputs](data, pipeline)
+    config = round_inputs.PipelineConfig(epochs=1, batch_size=20)
+    pipeline = functools.partial(round_inputs.train_pipeline, config=config)
+    inputs = round_inputs.CLIENT_INPUTS[args.client_inputs](data, pipeline)
     model_fn = models.keras_model_fn((28, 28, 1), 10, architecture=args.model)
     processes = _processes(model_fn, args.client_inputs, config.batch_size, args.baseline_commit, args.pack_clients)
     states = {name: p.initialize() for name, p in processes.items()}
@@ -110,7 +113,7 @@ def main(argv=None) -> list[str]:
     batch = inputs(client_ids)
     packed_batch = client_packing.PackedInputs(inputs)(client_ids) if args.pack_clients else batch
     seconds = {name: [] for name in processes}
-    tff_serialization.install()  # as RoundLoop does; the "before" runs with TFF's own
+    serialization.install()  # as RoundLoop does; the "before" runs with TFF's own
 
     def step_of(name, process):
         """One call of `name`'s process, and how many rounds it trains."""
@@ -126,13 +129,13 @@ def main(argv=None) -> list[str]:
     for call in range(args.rounds // k + 1):  # call 0 warms each process up and is not counted
         for name, (step, rounds) in steps.items():
             before = name.startswith('fedavg before')
-            with tff_serialization.tffs_own() if before else contextlib.nullcontext():
+            with serialization.tffs_own() if before else contextlib.nullcontext():
                 for _ in range(k // rounds):  # the "before" runs k single rounds meanwhile
                     start = time.perf_counter()
                     states[name] = step(states[name])
                     if call:
                         seconds[name].extend([(time.perf_counter() - start) / rounds] * rounds)
-    if isinstance(inputs, client_data.ClientShards):
+    if isinstance(inputs, round_inputs.ClientShards):
         inputs.close()
 
     examples = args.clients * args.examples
@@ -157,7 +160,7 @@ def main(argv=None) -> list[str]:
 
 
 if __name__ == '__main__':
-    from fedlab import workers
+    from fedlab.run import worker_processes
 
-    with workers.worker_cleanup():
+    with worker_processes.worker_cleanup():
         main(sys.argv[1:])

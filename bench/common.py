@@ -68,9 +68,9 @@ def evaluator(model_fn, client_arrays: dict, batch_size: int = 100):
     """fedlab's federated evaluation over the clients' arrays."""
     import functools
 
-    from fedlab import client_data, evaluation
+    from fedlab.run import evaluation, round_inputs
     from fedlab.data import federated_data
 
     data = federated_data.client_data_from_arrays(client_arrays)
-    pipeline = functools.partial(client_data.eval_pipeline, batch_size=batch_size)
-    return evaluation.FederatedEvaluator(model_fn, client_data.ClientDatasets(data, pipeline)(sorted(client_arrays)))
+    pipeline = functools.partial(round_inputs.eval_pipeline, batch_size=batch_size)
+    return evaluation.FederatedEvaluator(model_fn, round_inputs.ClientDatasets(data, pipeline)(sorted(client_arrays)))

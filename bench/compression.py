@@ -7,11 +7,11 @@ from bench import common
 
 
 def _bits(process) -> tuple[int, str]:
-    """Uplink bits per client: fedlab.ledger when it is there, else the model's tensor sizes."""
+    """Uplink bits per client: fedlab.record.ledger when it is there, else the model's tensor sizes."""
     try:
-        from fedlab import ledger
+        from fedlab.record import ledger
 
-        return ledger.measure(process).bits_per_client(ledger.UPLINK), 'fedlab.ledger'
+        return ledger.measure(process).bits_per_client(ledger.UPLINK), 'fedlab.record.ledger'
     except ImportError:
         weights = process.get_model_weights(process.initialize()).trainable
         # compression_aggregator: tensors over 20,000 elements go as 8 bits, the rest as float32.
@@ -50,16 +50,17 @@ def main(argv=None) -> list[str]:
     parser.add_argument('--rounds', type=int, default=5 if common.QUICK else 15)
     args = parser.parse_args(argv)
 
-    from fedlab import aggregators, client_data, models, sampling, training
+    from fedlab import aggregators, models, sampling
+    from fedlab.run import round_inputs, round_loop
 
     data, _, test = common.leaf_federation()
     model_fn = models.keras_model_fn((28, 28, 1), 10, architecture='fedavg_cnn')
-    config = training.FedAvgConfig(client_lr=0.05)
-    pipeline = functools.partial(client_data.train_pipeline, config=client_data.PipelineConfig(epochs=1))
-    inputs = client_data.ClientShards(data.train, pipeline)
+    config = round_loop.FedAvgConfig(client_lr=0.05)
+    pipeline = functools.partial(round_inputs.train_pipeline, config=round_inputs.PipelineConfig(epochs=1))
+    inputs = round_inputs.ClientShards(data.train, pipeline)
     sampler = sampling.uniform(data.client_ids, 10, seed=0)
     processes = {
-        name: training.build_fed_avg(model_fn, config, model_aggregator=factory(), client_inputs='shards')
+        name: round_loop.build_fed_avg(model_fn, config, model_aggregator=factory(), client_inputs='shards')
         for name, factory in [('mean', aggregators.mean), ('compression', aggregators.compression)]
     }
     states = {name: p.initialize() for name, p in processes.items()}
@@ -96,8 +97,8 @@ def main(argv=None) -> list[str]:
 
 
 if __name__ == '__main__':
-    from fedlab import workers
+    from fedlab.run import worker_processes
 
     # TFF's worker inherits stdout and outlives Python: stop it, or whoever reads our output waits forever.
-    with workers.worker_cleanup():
+    with worker_processes.worker_cleanup():
         main()

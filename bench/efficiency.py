@@ -78,19 +78,19 @@ def _empty_round(model_fn):
 
 def _federation(clients: dict):
     """The clients' data, their training pipeline (one epoch) and each client's dataset, in sorted id order."""
-    from fedlab import client_data
+    from fedlab.run import round_inputs
     from fedlab.data import federated_data
 
     data = federated_data.client_data_from_arrays(clients)
-    pipeline = functools.partial(client_data.train_pipeline, config=client_data.PipelineConfig(epochs=1))
-    return data, pipeline, client_data.ClientDatasets(data, pipeline)(sorted(clients))
+    pipeline = functools.partial(round_inputs.train_pipeline, config=round_inputs.PipelineConfig(epochs=1))
+    return data, pipeline, round_inputs.ClientDatasets(data, pipeline)(sorted(clients))
 
 
 def _pooled(datasets) -> tuple[np.ndarray, np.ndarray]:
     """Every client's batch stream concatenated: the central loop's data."""
-    from fedlab import tensor_client_work
+    from fedlab.fast_paths import tensor_inputs
 
-    tensors = [tensor_client_work.materialize(d) for d in datasets]
+    tensors = [tensor_inputs.materialize(d) for d in datasets]
     return np.concatenate([t['x'] for t in tensors]), np.concatenate([t['y'] for t in tensors])
 
 
@@ -107,7 +107,9 @@ def measure(architecture: str, clients: dict, *, rounds: int, rounds_per_call: i
     import tensorflow as tf
     import tensorflow_federated as tff
 
-    from fedlab import client_data, client_packing, models, round_blocks
+    from fedlab.run import round_inputs
+    from fedlab.fast_paths import client_packing, round_blocks
+    from fedlab import models
 
     ids = sorted(clients)
     data, pipeline, datasets = _federation(clients)  # in `ids` order
@@ -119,7 +121,7 @@ def measure(architecture: str, clients: dict, *, rounds: int, rounds_per_call: i
     central_threads = StepServer(architecture, 'central', WORKER_THREADS)
     plain = _fed_avg(architecture, client_inputs='shards', batch_size=BATCH_SIZE)
     packed = _fed_avg(architecture, client_inputs='shards', batch_size=BATCH_SIZE, pack_clients=True)
-    shards = client_data.ClientShards(data, pipeline)
+    shards = round_inputs.ClientShards(data, pipeline)
     shard_paths = shards(ids)
     groups = client_packing.PackedInputs(shards)(ids)
     empty_weights, empty_round = _empty_round(model_fn)  # before the Keras models below: it builds in a graph
@@ -252,9 +254,9 @@ def main(argv=None) -> list[str]:
     if args.serve:
         _serve(*args.serve.split(':'))
         return []
-    from fedlab import workers
+    from fedlab.run import worker_processes
 
-    workers.set_intra_op_threads(WORKER_THREADS)  # TFF's worker as a default run starts it
+    worker_processes.set_intra_op_threads(WORKER_THREADS)  # TFF's worker as a default run starts it
     clients, source = _bench_clients()
     examples = sum(len(v[1]) for v in clients.values())
     k = args.rounds_per_call
@@ -293,14 +295,14 @@ def main(argv=None) -> list[str]:
 
 
 def client_groups() -> int:
-    from fedlab import client_packing
+    from fedlab.fast_paths import client_packing
 
     return client_packing.cores()
 
 
 if __name__ == '__main__':
-    from fedlab import workers
+    from fedlab.run import worker_processes
 
     # TFF's worker inherits stdout and outlives Python: stop it, or whoever reads our output waits forever.
-    with workers.worker_cleanup():
+    with worker_processes.worker_cleanup():
         main()

@@ -23,9 +23,9 @@ def _rss_mb(pid: int) -> float:
 
 def _tree_rss_mb(pid: int) -> tuple[float, float]:
     """RSS of the process and of its worker_binary children."""
-    from fedlab import workers
+    from fedlab.run import worker_processes
 
-    return _rss_mb(pid), sum(_rss_mb(child) for child in workers.child_workers(pid))
+    return _rss_mb(pid), sum(_rss_mb(child) for child in worker_processes.child_workers(pid))
 
 
 def measure(rounds: int, extra: list[str]) -> tuple[dict[int, tuple[float, float]], list[float]]:

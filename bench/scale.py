@@ -174,16 +174,16 @@ class Run:
 
     @staticmethod
     def _tree_rss(pid: int) -> tuple[float, float]:
-        from fedlab import workers
+        from fedlab.run import worker_processes
 
-        return _status(pid, 'VmRSS'), sum(_status(w, 'VmRSS') for w in workers.child_workers(pid))
+        return _status(pid, 'VmRSS'), sum(_status(w, 'VmRSS') for w in worker_processes.child_workers(pid))
 
     def _watch(self, pid: int, shard_parent) -> None:
-        from fedlab import workers
+        from fedlab.run import worker_processes
 
         while not self._done.is_set():
             self.peak_rss['fedlab'] = max(self.peak_rss['fedlab'], _status(pid, 'VmHWM'))
-            worker_peak = sum(_status(w, 'VmHWM') for w in workers.child_workers(pid))
+            worker_peak = sum(_status(w, 'VmHWM') for w in worker_processes.child_workers(pid))
             self.peak_rss['worker'] = max(self.peak_rss['worker'], worker_peak)
             if shard_parent is not None and shard_parent.exists():
                 self.peak_shard_bytes = max(self.peak_shard_bytes, _disk_bytes(shard_parent))
@@ -403,13 +403,15 @@ def shard_format(rounds: int, directory: str) -> None:
 
     import numpy as np
 
-    from fedlab import aggregators, client_data, models, sampling, shards, training, workers
+    from fedlab import aggregators, models, sampling
+    from fedlab.run import round_inputs, round_loop, worker_processes
+    from fedlab.fast_paths import shards
     from fedlab.data import leaf
 
-    with workers.worker_cleanup():
+    with worker_processes.worker_cleanup():
         data = leaf.load_leaf(str(SAMPLE))
-        pipeline = functools.partial(client_data.train_pipeline, config=client_data.PipelineConfig())
-        streams = client_data.ClientStreams(data.train, pipeline)
+        pipeline = functools.partial(round_inputs.train_pipeline, config=round_inputs.PipelineConfig())
+        streams = round_inputs.ClientStreams(data.train, pipeline)
 
         def one_epoch(key):
             return shards.serialize(*streams.one_pass(key.split('/', 1)[1]))
@@ -419,7 +421,7 @@ def shard_format(rounds: int, directory: str) -> None:
             return shards.serialize(stream, np.arange(len(stream['y'])))
 
         model_fn = models.keras_model_fn((28, 28, 1), 62, architecture='simple_cnn')
-        process = training.build_fed_avg(model_fn, training.FedAvgConfig(), model_aggregator=aggregators.mean(),
+        process = round_loop.build_fed_avg(model_fn, round_loop.FedAvgConfig(), model_aggregator=aggregators.mean(),
                                          client_inputs='shards', batch_size=20)
         state = process.initialize()
         sampler = sampling.uniform(data.client_ids, 10, seed=0)

@@ -7,7 +7,7 @@ import time
 import uuid
 
 from bench import common
-from fedlab import workers
+from fedlab.run import worker_processes
 
 FEDLAB = str(common.REPO / '.venv' / 'bin' / 'fedlab')
 
@@ -24,7 +24,7 @@ def sweep(launcher: list[str], rounds: int) -> tuple[float, int, int]:
         )
         seconds = time.perf_counter() - start
     time.sleep(1.0)
-    return seconds, proc.returncode, len(workers.workers_with_env(token))
+    return seconds, proc.returncode, len(worker_processes.workers_with_env(token))
 
 
 def compare(rounds: int, repeats: int) -> tuple[float, list[str]]:

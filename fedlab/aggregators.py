@@ -10,7 +10,7 @@ import math
 
 import tensorflow_federated as tff
 
-from fedlab.privacy import DP_WITH_COMPRESSION
+from fedlab.privacy.checks import DP_WITH_COMPRESSION
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def _unused_bound_assertion(record: logging.LogRecord) -> bool:
 
 
 def _refuse_compression(compression: bool) -> None:
-    # TFF would take a compressing `record_aggregation_factory`; fedlab.privacy refuses it before TF loads too.
+    # TFF would take a compressing `record_aggregation_factory`; fedlab.privacy.checks refuses it before TF loads too.
     if compression:
         raise ValueError(f'a DP aggregator with compression=true: {DP_WITH_COMPRESSION}')
 

@@ -15,8 +15,13 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from fedlab import checkpoints, efficiency, heap, interrupts, launchers, privacy, rundir, schema, scratch, seeds, sweep, workers
-from fedlab.algorithms import combinations
+from fedlab.record import checkpoints, rundir
+from fedlab.config import efficiency, launchers, schema
+from fedlab.system import malloc_arenas, scratch_dirs
+from fedlab.run import interrupts, worker_processes
+from fedlab.privacy import checks
+from fedlab import seeds, sweep
+from fedlab.config import combinations
 from fedlab.errors import FedlabError, RunStopped
 
 # Hydra composes with the typed schema (config.yaml's defaults list names it). Importing the fedlab.conf package
@@ -43,7 +48,8 @@ def train(cfg: DictConfig, run_dir: pathlib.Path, run_info: dict | None = None):
             f' clients of data={data.name}'
         )
 
-    from fedlab import accounting, client_data, experiment, training
+    from fedlab.privacy import accounting
+    from fedlab.run import round_inputs, experiment, round_loop
 
     # 2. Model: the group's factory takes the data's image shape and class count.
     model_fn = instantiate(cfg.model)(data.image_shape, data.num_classes, seed=cfg.seed)
@@ -57,7 +63,7 @@ def train(cfg: DictConfig, run_dir: pathlib.Path, run_info: dict | None = None):
         weighting=cfg.weighting,
     )
     sampler = instantiate(cfg.sampling)(data.client_ids, cfg.clients_per_round)
-    dp_settings = privacy.settings(OmegaConf.to_container(cfg, resolve=True), population=len(data.client_ids))
+    dp_settings = checks.settings(OmegaConf.to_container(cfg, resolve=True), population=len(data.client_ids))
     # 4. Train, evaluate and write the run directory, on this machine's TFF worker or remote ones (runtime).
     with instantiate(cfg.runtime).activate(client_inputs=cfg.client_inputs):
         return experiment.train_and_evaluate(
@@ -67,13 +73,13 @@ def train(cfg: DictConfig, run_dir: pathlib.Path, run_info: dict | None = None):
             run_dir,
             build_process=build_process,
             learning_rates=learning_rates(cfg),
-            pipeline=client_data.PipelineConfig(
+            pipeline=round_inputs.PipelineConfig(
                 epochs=cfg.client_epochs or 1,  # null with FedSGD: one pass for the average gradient
                 batch_size=cfg.batch_size, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed,
                 client_inputs=cfg.client_inputs,
                 shard_dir=_absolute(cfg.shard_dir), shard_budget_mb=cfg.shard_budget_mb,
             ),
-            schedule=training.Schedule(
+            schedule=round_loop.Schedule(
                 rounds=cfg.rounds, clients_per_round=cfg.clients_per_round, eval_every=cfg.eval_every
             ),
             checkpoint_every=cfg.checkpoint_every,
@@ -161,7 +167,7 @@ def explore(cfg: DictConfig, run_dir: pathlib.Path, run_info: dict | None = None
     """The data tour: figures of one client's examples, label histograms and mean images, and population stats."""
     data = load_data(cfg)
 
-    from fedlab import explore as exploring
+    from fedlab.run import explore as exploring
 
     figures = exploring.explore(data, run_dir, client_index=cfg.task.client_index)
     # No training and no metrics; results.json still says the job completed (a sweep counts it) and what it wrote.
@@ -175,7 +181,7 @@ def centralized(cfg: DictConfig, run_dir: pathlib.Path, run_info: dict | None = 
     """The centralized baseline: the model's Keras architecture trained on the pooled client data."""
     data = load_data(cfg)
 
-    from fedlab import centralized as baseline
+    from fedlab.run import centralized as baseline
     from fedlab import models
 
     # `custom` is the hand-written twin of `linear`: its Keras equivalent is the linear architecture.
@@ -216,7 +222,7 @@ def check_before_tensorflow(cfg: DictConfig, run_dir: pathlib.Path) -> None:
         module = target.rpartition('.')[0] if target else ''
         if target and (not module or importlib.util.find_spec(module) is None):  # finds, does not import
             raise FedlabError(f'{group}._target_={target}: no such module {module!r}')
-    for warning in privacy.check(OmegaConf.to_container(cfg, resolve=True)):  # DP's assumptions
+    for warning in checks.check(OmegaConf.to_container(cfg, resolve=True)):  # DP's assumptions
         print(f'fedlab: warning: {warning}', file=sys.stderr)
     num_clients = cfg.data.get('num_clients')
     if isinstance(num_clients, int) and cfg.clients_per_round > num_clients:
@@ -245,7 +251,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         return _run_job(cfg)
     # A launcher's own process (joblib, submitit, Ray; read from Hydra's config): main()'s cleanup never runs
     # there, and that process may exit or run other jobs, so each job stops the TFF worker it started.
-    with workers.worker_cleanup():
+    with worker_processes.worker_cleanup():
         return _run_job(cfg)
 
 
@@ -381,13 +387,13 @@ def _is_config_error(error: BaseException) -> bool:
 def main() -> None:
     """Console entry point: runs Hydra, then stops TFF's worker process however the run ended."""
     sys.stdout.reconfigure(line_buffering=True)  # round lines reach a log file or pipe as they happen
-    heap.limit_arenas()  # before TensorFlow starts its threads; keeps long runs' memory flat
-    scratch.private_tempdir()  # temporary files under fedlab's cache: a killed run's are removed at the next start
+    malloc_arenas.limit_arenas()  # before TensorFlow starts its threads; keeps long runs' memory flat
+    scratch_dirs.private_tempdir()  # temporary files under fedlab's cache: a killed run's are removed at the next start
     # Hydra prints config errors over several lines and exits 1; raising them lets fedlab print one line and
     # exit 2. A user who sets HYDRA_FULL_ERROR=1 gets Hydra's own full report.
     user_wants_full_errors = os.environ.get('HYDRA_FULL_ERROR') == '1'
     os.environ['HYDRA_FULL_ERROR'] = '1'
-    with interrupts.handled(process_exits=True), workers.worker_cleanup():
+    with interrupts.handled(process_exits=True), worker_processes.worker_cleanup():
         try:
             _hydra_main()
         except Exception as error:

@@ -7,7 +7,7 @@ SIGTERM.
 
 import traceback
 
-from fedlab import interrupts
+from fedlab.run import interrupts
 
 
 class FedlabError(Exception):

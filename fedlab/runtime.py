@@ -37,7 +37,7 @@ class RemoteRuntime:
     with fedlab.errors.WorkerLost naming it (exit 4; the last complete round is checkpointed, resume continues).
     With `shared_filesystem`, the workers see this machine's files at the same paths (a shared mount, or
     workers on this machine), which `client_inputs=shards` needs: the shard files are written under `shard_dir`
-    (fedlab.shards).
+    (fedlab.fast_paths.shards).
     """
 
     workers: Sequence[str] = ()
@@ -75,7 +75,7 @@ class RemoteRuntime:
     def activate(self, *, client_inputs: str) -> Iterator[None]:
         """Within the block, this thread's TFF computations run on the workers (raises WorkerLost if one is
         unreachable)."""
-        from fedlab import remote_context  # TFF's internals, checked against the installed TFF
+        from fedlab.tff_internals import remote_context  # TFF's internals, checked against the installed TFF
 
         print(
             f'runtime=remote: {len(self.workers)} TFF worker(s) {", ".join(self.workers)}; each round\'s clients are'

@@ -5,7 +5,7 @@ import pathlib
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from fedlab import rundir
+from fedlab.record import rundir
 
 # Set at the end of a multirun in this process; the CLI exits 1 when it is not zero.
 failed_jobs = 0

@@ -38,7 +38,7 @@ def _private_fedlab_cache(tmp_path_factory):
 def _stop_tff_workers():
     """Tests that run TFF computations in this process start its worker: the CLI's cleanup applies here too,
     so it is stopped at the end, on SIGTERM (e.g. `timeout`), and by its watchdog if pytest is killed."""
-    from fedlab import interrupts, workers
+    from fedlab.run import interrupts, worker_processes
 
-    with interrupts.handled(), workers.worker_cleanup():
+    with interrupts.handled(), worker_processes.worker_cleanup():
         yield

@@ -114,7 +114,7 @@ def test_learning_rates_are_set_through_the_processs_hparams_only_when_they_vary
 def test_learning_rates_are_set_every_round_and_recorded_in_metrics_csv_and_tensorboard(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from fedlab import recording
+    from fedlab.record import tables
 
     overrides = [
         *TINY, 'rounds=3', 'eval_every=0', 'checkpoint_every=0', 'server_optimizer=adam', 'server_lr=0.01',
@@ -122,7 +122,7 @@ def test_learning_rates_are_set_every_round_and_recorded_in_metrics_csv_and_tens
         'client_lr_schedule.warmup_rounds=1',
     ]  # fmt: skip
     cli.train(compose_config(overrides), tmp_path)
-    rows = recording.read_rows(tmp_path / 'metrics.csv')
+    rows = tables.read_rows(tmp_path / 'metrics.csv')
     assert [float(r['server_lr']) for r in rows] == pytest.approx([0.01 * 0.1 ** (r / 2) for r in range(3)])
     assert [float(r['client_lr']) for r in rows] == pytest.approx([0.02, 0.02, 0.02 * math.sqrt(10 / 11)])
     accumulator = EventAccumulator(str(tmp_path / 'tensorboard' / schedules.LearningRates.tensorboard_run))
@@ -146,7 +146,7 @@ def test_a_killed_adam_run_with_schedules_resumes_to_the_uninterrupted_metrics(t
     import time
     import uuid
 
-    from fedlab import checkpoints
+    from fedlab.record import checkpoints
     from tests.test_reliability import _start, _wait_for_round, _workers_with_token
 
     token = uuid.uuid4().hex

@@ -7,7 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from fedlab import client_data, evaluation, ledger, models
+from fedlab.run import round_inputs, evaluation
+from fedlab.record import ledger
+from fedlab import models
 from fedlab.algorithms import NUM_EXAMPLES, UNIFORM, optimizers
 from fedlab.data import federated_data
 
@@ -53,7 +55,8 @@ def _build(algorithm: str, server: str, client_inputs: str, *, weighting: str, a
     """fedlab's builder; for FedProx on datasets TFF's own, whose sign fedlab's client work reproduces with -mu."""
     import tensorflow_federated as tff
 
-    from fedlab.algorithms import aggregation, client_work, composition, fedavg, fedsgd, mime_lite
+    from fedlab.algorithms import aggregation, fedavg, fedsgd, mime_lite
+    from fedlab.algorithms.templates import client_work, composition
 
     model_fn, server_optimizer = _model_fn(), SERVER_OPTIMIZERS[server]()
     client_optimizer = optimizers.sgd(0.1, momentum=0.5)
@@ -93,9 +96,9 @@ def _run(algorithm: str, server: str, client_inputs: str, weighting: str = NUM_E
 
 def _two_rounds(process, client_inputs: str, *, shuffle_buffer: int = 8):
     """Train metrics of 2 rounds of all 3 clients (2 local epochs), the final weights, and the process's ledger."""
-    config = client_data.PipelineConfig(epochs=2, batch_size=BATCH, shuffle_buffer=shuffle_buffer, seed=3)
-    pipeline = functools.partial(client_data.train_pipeline, config=config)
-    inputs = client_data.CLIENT_INPUTS[client_inputs](_data(), pipeline)
+    config = round_inputs.PipelineConfig(epochs=2, batch_size=BATCH, shuffle_buffer=shuffle_buffer, seed=3)
+    pipeline = functools.partial(round_inputs.train_pipeline, config=config)
+    inputs = round_inputs.CLIENT_INPUTS[client_inputs](_data(), pipeline)
     try:
         state, metrics = process.initialize(), []
         for _ in range(2):
@@ -104,7 +107,7 @@ def _two_rounds(process, client_inputs: str, *, shuffle_buffer: int = 8):
             metrics.append(evaluation.rename_metrics(output.metrics['client_work']['train']))
         return metrics, process.get_model_weights(state).trainable, ledger.measure(process)
     finally:
-        if isinstance(inputs, client_data.ClientShards):
+        if isinstance(inputs, round_inputs.ClientShards):
             inputs.close()
 
 

@@ -7,7 +7,8 @@ import pathlib
 
 import pytest
 
-from fedlab import checkpoints, cli, ledger, recording
+from fedlab.record import checkpoints, ledger, tables
+from fedlab import cli
 from tests.conftest import TINY, compose_config
 
 OVERRIDES = [*TINY, 'rounds=4', 'checkpoint_every=2', 'sampling=uniform', 'data.num_clients=8']
@@ -43,11 +44,11 @@ def _table_write(table_name):
 
 
 INJECTION_POINTS = {
-    'metrics.csv row written': (recording.CsvTable, 'write', _table_write('metrics.csv'), True),
-    'timing.csv row not yet written': (recording.CsvTable, 'write', _table_write('timing.csv'), False),
-    'clients.csv row written': (recording.CsvTable, 'write', _table_write('clients.csv'), True),
+    'metrics.csv row written': (tables.CsvTable, 'write', _table_write('metrics.csv'), True),
+    'timing.csv row not yet written': (tables.CsvTable, 'write', _table_write('timing.csv'), False),
+    'clients.csv row written': (tables.CsvTable, 'write', _table_write('clients.csv'), True),
     'tensorboard scalars written': (
-        recording.TensorBoardLogger, 'write', lambda logger, round_num, *_: round_num == INTERRUPTED_ROUND, True),
+        tables.TensorBoardLogger, 'write', lambda logger, round_num, *_: round_num == INTERRUPTED_ROUND, True),
     'ledger values counted': (
         ledger.Ledger, 'round_values', lambda ledger_, round_num, _: round_num == INTERRUPTED_ROUND, True),
     # Round 2's checkpoint: its state is written in the staging directory, not yet renamed into place.
@@ -81,7 +82,7 @@ def test_an_interruption_anywhere_in_the_bookkeeping_resumes_to_the_same_tables(
     done = results['rounds_completed']
     assert results['status'] == 'interrupted'
     for table in ['metrics.csv', 'timing.csv', 'clients.csv']:
-        assert [int(r['round']) for r in recording.read_rows(tmp_path / table)] == list(range(1, done + 1)), table
+        assert [int(r['round']) for r in tables.read_rows(tmp_path / table)] == list(range(1, done + 1)), table
     assert checkpoints.CheckpointStore(tmp_path / 'checkpoints').latest_round() == done
     assert not (tmp_path / 'checkpoints' / '.staging').exists() or point == 'checkpoint being saved'
 
@@ -89,7 +90,7 @@ def test_an_interruption_anywhere_in_the_bookkeeping_resumes_to_the_same_tables(
     assert outputs.rounds_completed == 4
     for table in ['metrics.csv', 'clients.csv']:
         assert (tmp_path / table).read_bytes() == (uninterrupted / table).read_bytes(), table
-    assert [int(r['round']) for r in recording.read_rows(tmp_path / 'timing.csv')] == [1, 2, 3, 4]
+    assert [int(r['round']) for r in tables.read_rows(tmp_path / 'timing.csv')] == [1, 2, 3, 4]
     assert json.loads((tmp_path / 'results.json').read_text())['communication']['cumulative_uplink_bits'] == (
         json.loads((uninterrupted / 'results.json').read_text())['communication']['cumulative_uplink_bits']
     )

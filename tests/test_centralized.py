@@ -4,7 +4,9 @@ import json
 
 import pytest
 
-from fedlab import centralized, cli, recording
+from fedlab.run import centralized
+from fedlab import cli
+from fedlab.record import tables
 from fedlab.data.federated_data import examples_per_client
 from tests.conftest import TINY, compose_config
 
@@ -27,7 +29,7 @@ def test_centralized_run_writes_what_a_federated_run_writes(model, keras_model, 
     data = instantiate(cfg.data)
     train_examples = sum(examples_per_client(data.train).values())
     test_examples = sum(examples_per_client(data.test).values())
-    rows = recording.read_rows(tmp_path / 'metrics.csv')
+    rows = tables.read_rows(tmp_path / 'metrics.csv')
     assert [int(r['round']) for r in rows] == [1, 2]
     for row in rows:
         assert int(row['train_examples']) == train_examples and int(row['eval_examples']) == test_examples
@@ -42,7 +44,7 @@ def test_centralized_run_writes_what_a_federated_run_writes(model, keras_model, 
     assert results['centralized']['learning_rate'] == 0.1 and results['centralized']['train_examples'] == train_examples
     assert results['final_eval']['eval']['accuracy'] == pytest.approx(float(rows[-1]['eval_accuracy']))
     assert outputs.final_eval['eval']['accuracy'] == pytest.approx(float(rows[-1]['eval_accuracy']))
-    assert set(results['final_train']) == set(recording.METRICS)
+    assert set(results['final_train']) == set(tables.METRICS)
     assert (tmp_path / centralized.CURVES_PNG).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -52,7 +54,7 @@ def test_centralized_run_writes_what_a_federated_run_writes(model, keras_model, 
         accumulator = EventAccumulator(str(tmp_path / 'tensorboard' / population))
         accumulator.Reload()
         tags[population] = set(accumulator.Tags()['tensors'])
-    assert tags['train'] == tags['eval'] == set(recording.METRICS)  # the federated run's tags
+    assert tags['train'] == tags['eval'] == set(tables.METRICS)  # the federated run's tags
 
 
 def test_centralized_simple_cnn_learns_the_digits(tmp_path):
@@ -87,7 +89,7 @@ def test_cifar_shaped_data_with_cifar_cnn_learns(tmp_path):
     config = centralized.CentralizedConfig(epochs=6, learning_rate=0.1, momentum=0.9)
     outputs = centralized.train_and_evaluate(data, model, tmp_path, config=config)
     assert outputs.rounds_completed == 6 and outputs.final_eval['eval']['examples'] == 40
-    rows = recording.read_rows(tmp_path / 'metrics.csv')
+    rows = tables.read_rows(tmp_path / 'metrics.csv')
     assert float(rows[-1]['train_loss']) < float(rows[0]['train_loss'])
     assert outputs.final_eval['eval']['accuracy'] > 0.3  # chance is 0.1
     assert (tmp_path / centralized.CURVES_PNG).stat().st_size > 10_000

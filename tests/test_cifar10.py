@@ -80,7 +80,8 @@ def test_no_cache_and_no_network_is_one_line_and_leaves_nothing(tmp_path, monkey
 
 
 def test_cifar_cnn_learns_on_it_federated(tmp_path):
-    from fedlab import cli, recording
+    from fedlab import cli
+    from fedlab.record import tables
     from tests.conftest import compose_config
 
     write_tiny_cache(tmp_path / 'keras')  # the red plane carries the label: learnable
@@ -88,7 +89,7 @@ def test_cifar_cnn_learns_on_it_federated(tmp_path):
                           'data.partition=iid', 'model=cifar_cnn', 'clients_per_round=2', 'rounds=3', 'client_epochs=2',
                           'eval_every=1', 'client_lr=0.05'])  # fmt: skip
     outputs = cli.train(cfg, tmp_path / 'run')
-    rows = recording.read_rows(tmp_path / 'run' / 'metrics.csv')
+    rows = tables.read_rows(tmp_path / 'run' / 'metrics.csv')
     assert outputs.rounds_completed == 3
     losses = [float(r['train_loss']) for r in rows]
     assert losses[-1] < losses[0], losses

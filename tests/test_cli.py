@@ -11,14 +11,14 @@ import uuid
 
 import pytest
 
-from fedlab import workers
+from fedlab.run import worker_processes
 from tests.conftest import REPO
 
 FEDLAB = pathlib.Path(sys.executable).with_name('fedlab')
 
 
 def _workers_with_token(token: str) -> list[int]:
-    return workers.workers_with_env(token)
+    return worker_processes.workers_with_env(token)
 
 
 def _env(token):

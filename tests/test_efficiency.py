@@ -1,5 +1,5 @@
-"""Fewer TFF calls, the same results: several rounds per call (fedlab.round_blocks) gives metrics.csv byte for
-byte; packed clients (fedlab.client_packing) the same to 1e-6 relative; interrupts, resume and divergence behave as
+"""Fewer TFF calls, the same results: several rounds per call (fedlab.fast_paths.round_blocks) gives metrics.csv byte for
+byte; packed clients (fedlab.fast_paths.client_packing) the same to 1e-6 relative; interrupts, resume and divergence behave as
 without them. Each case runs the plain path (one round and one client per call) and the techniques on tiny data."""
 
 import csv
@@ -13,7 +13,12 @@ import time
 import numpy as np
 import pytest
 
-from fedlab import cli, efficiency, interrupts, recorder, resident_state, round_blocks, workers
+from fedlab import cli
+from fedlab.config import efficiency
+from fedlab.run import interrupts, worker_processes
+from fedlab.record import recorder
+from fedlab.tff_internals import resident_state
+from fedlab.fast_paths import round_blocks
 from fedlab.errors import FedlabError, TrainingDiverged
 from tests.conftest import compose_config
 
@@ -164,7 +169,9 @@ def test_packed_clients_match_on_both_fast_paths(client_inputs, tmp_path):
 def test_a_non_finite_client_is_dropped_as_unpacked():
     """One client's pixels are NaN: its update is non-finite, so it counts with weight 0 and no metrics, packed in a
     group with a finite client exactly as alone."""
-    from fedlab import client_data, client_packing, models
+    from fedlab.run import round_inputs
+    from fedlab.fast_paths import client_packing
+    from fedlab import models
     from fedlab.algorithms import fedavg, optimizers
     from fedlab.data import federated_data
 
@@ -174,10 +181,10 @@ def test_a_non_finite_client_is_dropped_as_unpacked():
     }
     arrays['c1'][0][3] = np.nan
     data = federated_data.client_data_from_arrays(arrays)
-    pipeline = functools.partial(client_data.train_pipeline, config=client_data.PipelineConfig(epochs=1))
+    pipeline = functools.partial(round_inputs.train_pipeline, config=round_inputs.PipelineConfig(epochs=1))
     model_fn = models.keras_model_fn((8, 8, 1), 10, architecture='linear')
     ids = sorted(arrays)
-    with client_data.ClientShards(data, pipeline) as shards:
+    with round_inputs.ClientShards(data, pipeline) as shards:
         outputs = []
         for pack in (False, True):
             process = fedavg.build_fed_avg(model_fn, optimizers.sgd(0.1), optimizers.sgd(1.0), pack_clients=pack)
@@ -193,7 +200,7 @@ def test_a_non_finite_client_is_dropped_as_unpacked():
 
 
 def _tiny_federation(num_clients=4):
-    from fedlab import client_data
+    from fedlab.run import round_inputs
     from fedlab.data import federated_data
 
     rng = np.random.default_rng(0)
@@ -201,19 +208,21 @@ def _tiny_federation(num_clients=4):
         f'c{i}': (rng.random((10 + 3 * i, 8, 8, 1), np.float32), rng.integers(0, 10, 10 + 3 * i).astype(np.int32))
         for i in range(num_clients)
     }
-    pipeline = functools.partial(client_data.train_pipeline, config=client_data.PipelineConfig(epochs=1))
-    return client_data.ClientShards(federated_data.client_data_from_arrays(arrays), pipeline), sorted(arrays)
+    pipeline = functools.partial(round_inputs.train_pipeline, config=round_inputs.PipelineConfig(epochs=1))
+    return round_inputs.ClientShards(federated_data.client_data_from_arrays(arrays), pipeline), sorted(arrays)
 
 
 @pytest.mark.parametrize('algorithm', ['fedavg', 'fedprox', 'fedsgd'])
 def test_the_fused_packed_round_is_the_composed_one_bit_for_bit(algorithm):
-    """fedlab.algorithms.packed_round: one broadcast, one map, one sum; the composed round's types, state and
+    """fedlab.algorithms.templates.packed_round: one broadcast, one map, one sum; the composed round's types, state and
     metrics, bitwise (server momentum: a finalizer with state)."""
     import tensorflow as tf
     import tensorflow_federated as tff
 
-    from fedlab import client_packing, models
-    from fedlab.algorithms import client_work, composition, optimizers
+    from fedlab.fast_paths import client_packing
+    from fedlab import models
+    from fedlab.algorithms import optimizers
+    from fedlab.algorithms.templates import client_work, composition
 
     model_fn = models.keras_model_fn((8, 8, 1), 10, architecture='linear')
     inputs = composition.fast_inputs('shards', 4, packed=True)
@@ -245,7 +254,8 @@ def test_the_fused_packed_round_is_the_composed_one_bit_for_bit(algorithm):
 def test_a_blocks_metrics_come_back_as_one_vector_with_their_types(resident):
     """round_blocks.MetricsVector: every round's metrics of a block in one float64 vector, decoded to the values,
     containers and dtypes `process.next` returns."""
-    from fedlab import client_packing, models
+    from fedlab.fast_paths import client_packing
+    from fedlab import models
     from fedlab.algorithms import fedavg, optimizers
 
     model_fn = models.keras_model_fn((8, 8, 1), 10, architecture='linear')
@@ -284,14 +294,14 @@ def test_the_worker_is_started_with_the_intra_op_threads(threads, expected, monk
     from tensorflow_federated.python.core.impl.executor_stacks import executor_factory
 
     monkeypatch.delenv('TF_NUM_INTRAOP_THREADS', raising=False)
-    workers.set_intra_op_threads(threads)
+    worker_processes.set_intra_op_threads(threads)
     try:
         child = executor_factory.subprocess.Popen(
             ['sh', '-c', 'echo ${TF_NUM_INTRAOP_THREADS:-unset}'], stdout=subprocess.PIPE, text=True
         )
         assert child.communicate()[0].strip() == expected
     finally:
-        workers.set_intra_op_threads(None)
+        worker_processes.set_intra_op_threads(None)
 
 
 def test_interrupt_inside_a_block_stops_after_it_and_resumes_to_the_same_tables(tmp_path, monkeypatch, capsys):
@@ -352,7 +362,7 @@ def test_a_killed_worker_is_replayed_to_the_same_metrics(tmp_path, monkeypatch):
     def record(self, result, state):
         original_record(self, result, state)
         if result.round_num == 4 and not killed:  # rounds 1-3 fetched after round 3; round 4's state is in the worker
-            killed.extend(pid for pid in workers.child_workers() if _alive(pid))
+            killed.extend(pid for pid in worker_processes.child_workers() if _alive(pid))
             for pid in killed:
                 os.kill(pid, signal.SIGKILL)
             deadline = time.monotonic() + 10

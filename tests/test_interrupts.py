@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from fedlab import interrupts
+from fedlab.run import interrupts
 
 
 def _send(signum=signal.SIGINT):

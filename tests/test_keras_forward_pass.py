@@ -1,4 +1,4 @@
-"""fedlab.keras_forward_pass: the client loops' forward pass for TFF-wrapped Keras models updates the same metric
+"""fedlab.tff_internals.keras_forward_pass: the client loops' forward pass for TFF-wrapped Keras models updates the same metric
 variables with the same values as TFF's own forward pass, and any other model keeps its own."""
 
 import collections
@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fedlab import keras_forward_pass, models
+from fedlab.tff_internals import keras_forward_pass
+from fedlab import models
 
 
 def _batches(seed: int):

@@ -7,7 +7,9 @@ import math
 
 import pytest
 
-from fedlab import aggregators, cli, ledger, models, recording, training
+from fedlab import aggregators, cli, models
+from fedlab.record import ledger, tables
+from fedlab.run import round_loop
 from tests.conftest import TINY, compose_config
 
 DIGITS = (8, 8, 1)
@@ -21,8 +23,8 @@ METRICS_BITS = 4 * 32 + 2 * 64  # loss and accuracy as (sum, count) float32 pair
 @functools.cache
 def _cost(architecture: str, aggregator: str, image_shape=DIGITS) -> ledger.CommunicationCost:
     model_fn = models.keras_model_fn(image_shape, 10, architecture=architecture)
-    process = training.build_fed_avg(
-        model_fn, training.FedAvgConfig(), model_aggregator=getattr(aggregators, aggregator)()
+    process = round_loop.build_fed_avg(
+        model_fn, round_loop.FedAvgConfig(), model_aggregator=getattr(aggregators, aggregator)()
     )
     return ledger.measure(process)
 
@@ -71,7 +73,7 @@ def test_linear_gains_nothing_from_compression_and_says_so_once(caplog):
     ratio = mean.bits_per_client(ledger.UPLINK) / compressed.bits_per_client(ledger.UPLINK)
     assert 0.95 < ratio <= 1.0  # nothing is quantized; the adaptive aggregators add a few scalars
     assert compressed.uplink_ratio == pytest.approx(1.0, abs=0.05)
-    with caplog.at_level(logging.WARNING, logger='fedlab.ledger'):
+    with caplog.at_level(logging.WARNING, logger='fedlab.record.ledger'):
         assert ledger.warn_if_compression_is_idle(compressed)
         assert not ledger.warn_if_compression_is_idle(mean)  # mean never promised compression
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -96,7 +98,7 @@ def test_rounds_bits_times_clients_add_up_to_the_totals(tmp_path):
     cfg = compose_config([*TINY, 'rounds=3', 'sampling=uniform', 'model=linear', 'aggregator=compression'])
     run_info = {'choices': {'model': 'linear', 'aggregator': 'compression'}, 'config': {'rounds': 3, 'data': {}}}
     cli.train(cfg, tmp_path, run_info)
-    rows = recording.read_rows(tmp_path / 'metrics.csv')
+    rows = tables.read_rows(tmp_path / 'metrics.csv')
     assert set(ledger.COLUMNS) <= set(rows[0])
     cumulative_up = cumulative_down = 0
     for row in rows:

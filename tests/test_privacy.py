@@ -10,7 +10,8 @@ import sys
 import dp_accounting
 import pytest
 
-from fedlab import accounting, privacy, sampling
+from fedlab.privacy import accounting, checks
+from fedlab import sampling
 from fedlab.errors import FedlabError
 from tests.conftest import compose_config
 
@@ -28,7 +29,7 @@ def _values(overrides):
 def test_epsilon_rises_every_round_and_ends_at_dp_accountings_own_value(accountant):
     q, z, rounds, delta = 20 / 105, 1.5, 6, 105**-1.1  # z = 1.5: PLD builds in ~1 s (z = 0.8: ~3 s)
     ledger = accounting.PrivacyLedger(
-        privacy.DpSettings(noise_multiplier=z, sampling_rate=q, delta=delta, accountant=accountant)
+        checks.DpSettings(noise_multiplier=z, sampling_rate=q, delta=delta, accountant=accountant)
     )
     epsilons = [ledger.round_values(r, [])['epsilon'] for r in range(1, rounds + 1)]
     assert all(later > earlier for earlier, later in zip(epsilons, epsilons[1:])), epsilons
@@ -42,19 +43,19 @@ def test_epsilon_rises_every_round_and_ends_at_dp_accountings_own_value(accounta
 
 def test_full_participation_is_the_gaussian_mechanism_composed_and_no_noise_is_no_privacy():
     delta = 1e-5
-    ledger = accounting.PrivacyLedger(privacy.DpSettings(noise_multiplier=1.2, sampling_rate=1.0, delta=delta))
+    ledger = accounting.PrivacyLedger(checks.DpSettings(noise_multiplier=1.2, sampling_rate=1.0, delta=delta))
     expected = dp_accounting.rdp.RdpAccountant().compose(dp_accounting.GaussianDpEvent(1.2), 4).get_epsilon(delta)
     assert ledger.epsilon(4) == pytest.approx(expected, rel=1e-9)
     assert ledger.epsilon(4, 'pld') < ledger.epsilon(4, 'rdp')  # PLD is the tighter of the two
 
-    no_noise = accounting.PrivacyLedger(privacy.DpSettings(noise_multiplier=0.0, sampling_rate=0.1, delta=delta))
+    no_noise = accounting.PrivacyLedger(checks.DpSettings(noise_multiplier=0.0, sampling_rate=0.1, delta=delta))
     assert math.isinf(no_noise.round_values(3, [])['epsilon'])
     assert no_noise.summary()['epsilon'] == 'inf'  # valid JSON
 
 
 def test_results_give_pld_beside_rdp_when_pld_is_the_accountant():
     settings = dict(noise_multiplier=2.0, sampling_rate=0.2, delta=1e-3)
-    ledgers = [accounting.PrivacyLedger(privacy.DpSettings(**settings, accountant=a)) for a in ('pld', 'rdp')]
+    ledgers = [accounting.PrivacyLedger(checks.DpSettings(**settings, accountant=a)) for a in ('pld', 'rdp')]
     for ledger in ledgers:
         ledger.restore({'round': '3'})  # as a resumed run does: the summary is of the last recorded round
     pld, rdp = (ledger.summary() for ledger in ledgers)
@@ -66,8 +67,8 @@ def test_adaptive_clipping_spends_its_noise_inside_the_total_multiplier():
     """TFF's adaptive clipping releases two Gaussians a round (update and clipped count); on the same sample they
     compose to one Gaussian of the total z that the accountant is given."""
     z, clients = 0.7, 20
-    stddev = privacy.DEFAULT_CLIPPED_COUNT_STDDEV_FRACTION * clients
-    update_z = privacy.adaptive_noise_split(z, stddev)
+    stddev = checks.DEFAULT_CLIPPED_COUNT_STDDEV_FRACTION * clients
+    update_z = checks.adaptive_noise_split(z, stddev)
     assert update_z > z
     gaussian = dp_accounting.GaussianDpEvent
     composed = dp_accounting.ComposedDpEvent([gaussian(update_z), gaussian(2 * stddev)])
@@ -79,15 +80,15 @@ def test_adaptive_clipping_spends_its_noise_inside_the_total_multiplier():
 
 def test_settings_take_q_and_delta_from_the_population():
     values = _values(['aggregator=dp', 'sampling=poisson', 'client_inputs=dataset', 'clients_per_round=10'])
-    s = privacy.settings(values, population=105)
+    s = checks.settings(values, population=105)
     assert s.sampling_rate == pytest.approx(10 / 105) and s.delta == pytest.approx(105**-1.1)
     assert s.clipping == 'adaptive' and s.update_noise_multiplier > s.noise_multiplier == 0.5
-    s = privacy.settings(
+    s = checks.settings(
         _values(['aggregator=dp_fixed', 'privacy.amplification=none', 'privacy.delta=1e-6', 'client_inputs=dataset']),
         population=50,
     )
     assert (s.sampling_rate, s.delta, s.clipping) == (1.0, 1e-6, 'fixed')
-    assert privacy.settings(_values([]), population=50) is None  # aggregator=mean: nothing to account
+    assert checks.settings(_values([]), population=50) is None  # aggregator=mean: nothing to account
 
 
 # --- checks before TensorFlow -----------------------------------------------------------------------------------
@@ -115,25 +116,25 @@ REFUSED = [
 @pytest.mark.parametrize('case,overrides,expected', REFUSED, ids=[c[0] for c in REFUSED])
 def test_dp_assumptions_are_refused_in_one_line(case, overrides, expected):
     with pytest.raises(FedlabError, match=expected.replace('.', r'\.')) as error:
-        privacy.check(_values(overrides))
+        checks.check(_values(overrides))
     assert '\n' not in str(error.value)
 
 
 def test_dp_setups_that_hold_pass_and_doubtful_ones_warn():
-    assert privacy.check(_values(DP)) == []
-    assert privacy.check(_values(['aggregator=dp_fixed', 'privacy.amplification=none', 'client_inputs=dataset'])) == []
-    assert privacy.check(_values(['aggregator=robust', 'sampling=fixed'])) == []  # no DP, nothing to check
-    assert privacy.check(_values([*DP, 'aggregator.noise_multiplier=0', 'clients_per_round=1'])) == []
+    assert checks.check(_values(DP)) == []
+    assert checks.check(_values(['aggregator=dp_fixed', 'privacy.amplification=none', 'client_inputs=dataset'])) == []
+    assert checks.check(_values(['aggregator=robust', 'sampling=fixed'])) == []  # no DP, nothing to check
+    assert checks.check(_values([*DP, 'aggregator.noise_multiplier=0', 'clients_per_round=1'])) == []
 
-    warnings = privacy.check(_values([*DP, 'aggregator.zeroing=true']))
+    warnings = checks.check(_values([*DP, 'aggregator.zeroing=true']))
     assert len(warnings) == 1 and 'without noise' in warnings[0]
-    warnings = privacy.check(_values([*DP, 'aggregator.noise_multiplier=0.95']))  # 0.95 < 1.0, but 3.2x the noise
+    warnings = checks.check(_values([*DP, 'aggregator.noise_multiplier=0.95']))  # 0.95 < 1.0, but 3.2x the noise
     assert len(warnings) == 1 and 'x the noise' in warnings[0]
     # The server optimizer group (issue 11) may not exist yet: read wherever it is, as a name or a _target_.
     for optimizer in [{'_target_': 'fedlab.optimizers.adam', 'learning_rate': 0.01}, 'yogi']:
-        warnings = privacy.check({**_values(DP), 'server_optimizer': optimizer})
+        warnings = checks.check({**_values(DP), 'server_optimizer': optimizer})
         assert len(warnings) == 1 and 'server SGD with momentum' in warnings[0]
-    assert privacy.check({**_values(DP), 'server_optimizer': {'_target_': 'fedlab.optimizers.sgdm'}}) == []
+    assert checks.check({**_values(DP), 'server_optimizer': {'_target_': 'fedlab.optimizers.sgdm'}}) == []
 
 
 def test_dp_with_fixed_sampling_exits_2_in_one_line_before_tensorflow(tmp_path):
@@ -194,7 +195,7 @@ def test_report_shows_accuracy_against_epsilon_without_tensorflow(tmp_path):
         for seed, accuracy in enumerate(accuracies):
             _fake_run(tmp_path / f'z{z}_s{seed}', z, seed, accuracy, epsilons)
     code = (
-        'import sys\nfrom fedlab import report\n'
+        'import sys\nfrom fedlab.reporting import report\n'
         f'report.main([{str(tmp_path)!r}])\n'
         'print("TF", sum(m.split(".")[0] == "tensorflow" for m in sys.modules))\n'
     )

@@ -66,7 +66,7 @@ def test_the_event_tff_releases_is_the_one_the_accountant_composes(clipping):
     import dp_accounting
     from tensorflow_federated.python.aggregators import differential_privacy  # not exported by tff.aggregators
 
-    from fedlab import accounting, privacy
+    from fedlab.privacy import accounting, checks
 
     z, clients, q, delta = 0.6, 20, 0.2, 1e-5
     if clipping == 'fixed':
@@ -86,7 +86,7 @@ def test_the_event_tff_releases_is_the_one_the_accountant_composes(clipping):
     as_floats = [dp_accounting.GaussianDpEvent(float(g.noise_multiplier)) for g in gaussians]
     released = dp_accounting.ComposedDpEvent(as_floats) if clipping == 'adaptive' else as_floats[0]
     actual = dp_accounting.rdp.RdpAccountant().compose(dp_accounting.PoissonSampledDpEvent(q, released), 7)
-    ledger = accounting.PrivacyLedger(privacy.DpSettings(noise_multiplier=z, sampling_rate=q, delta=delta))
+    ledger = accounting.PrivacyLedger(checks.DpSettings(noise_multiplier=z, sampling_rate=q, delta=delta))
     assert ledger.epsilon(7) == pytest.approx(actual.get_epsilon(delta), rel=1e-6)
     if clipping == 'adaptive':  # the pitfall: TFF's event as it comes under-reports epsilon (the count is dropped)
         as_it_comes = dp_accounting.rdp.RdpAccountant().compose(dp_accounting.PoissonSampledDpEvent(q, event), 7)
@@ -228,7 +228,7 @@ def test_sigkilled_dp_run_rerun_ends_with_the_uninterrupted_epsilon(tmp_path):
     import time
     import uuid
 
-    from fedlab import checkpoints
+    from fedlab.record import checkpoints
     from tests.test_cli import _workers_with_token
     from tests.test_reliability import _start, _wait_for_round
 
@@ -260,21 +260,22 @@ def test_dp_on_the_dataset_path_without_noise_is_the_unweighted_mean_of_client_m
     average of the models each client reaches alone (clients of different sizes: a weighted mean would differ)."""
     import functools
 
-    from fedlab import client_data, models, training
+    from fedlab.run import round_inputs, round_loop
+    from fedlab import models
     from fedlab.data import digits
 
     data = digits.load_digits(num_clients=6)
     ids = sorted(data.client_ids)[:3]
     model_fn = models.keras_model_fn(data.image_shape, data.num_classes, architecture='linear', seed=0)
-    datasets = client_data.ClientDatasets(
-        data.train, functools.partial(client_data.train_pipeline, config=client_data.PipelineConfig(epochs=1))
+    datasets = round_inputs.ClientDatasets(
+        data.train, functools.partial(round_inputs.train_pipeline, config=round_inputs.PipelineConfig(epochs=1))
     )
-    config = training.FedAvgConfig(client_lr=0.1)
+    config = round_loop.FedAvgConfig(client_lr=0.1)
     aggregator = aggregators.dp_fixed(noise_multiplier=0.0, clients_per_round=3, clip=1e9)
-    dp_process = training.build_fed_avg(model_fn, config, model_aggregator=aggregator, client_inputs='dataset')
+    dp_process = round_loop.build_fed_avg(model_fn, config, model_aggregator=aggregator, client_inputs='dataset')
     dp_weights = dp_process.get_model_weights(dp_process.next(dp_process.initialize(), datasets(ids)).state)
 
-    alone = training.build_fed_avg(model_fn, config, model_aggregator=aggregators.mean(), client_inputs='dataset')
+    alone = round_loop.build_fed_avg(model_fn, config, model_aggregator=aggregators.mean(), client_inputs='dataset')
     state = alone.initialize()
     each = [alone.get_model_weights(alone.next(state, datasets([c])).state).trainable for c in ids]
     for got, *per_client in zip(dp_weights.trainable, *each):

@@ -11,7 +11,8 @@ import uuid
 
 import pytest
 
-from fedlab import checkpoints, cli
+from fedlab.record import checkpoints
+from fedlab import cli
 from fedlab.errors import FedlabError, TrainingDiverged
 from tests.conftest import TINY, compose_config
 from tests.test_cli import FEDLAB, _env, _workers_with_token

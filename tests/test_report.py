@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from fedlab import ledger, recording, report
+from fedlab.record import ledger, tables
+from fedlab.reporting import report
 from tests.conftest import REPO
 
 FEDLAB = REPO / '.venv' / 'bin' / 'fedlab'
@@ -17,7 +18,7 @@ def _write_run(path, *, model, aggregator, task='train', accuracies, uplink_per_
                status='completed', extra_config=None):  # fmt: skip
     """A run directory as fedlab writes it: results.json and metrics.csv (eval every round)."""
     path.mkdir(parents=True)
-    columns = recording.metrics_columns(['train', 'eval'])
+    columns = tables.metrics_columns(['train', 'eval'])
     rows, cumulative = [], 0
     for round_num, accuracy in enumerate(accuracies, start=1):
         row = {'round': round_num, 'clients': clients, 'eval_accuracy': accuracy, 'eval_loss': 1 - accuracy}
@@ -89,7 +90,7 @@ def test_report_numbers(sweep, tmp_path):
 
 def test_report_does_not_import_tensorflow_and_runs_as_a_command(sweep):
     code = (
-        'import sys\nfrom fedlab import report\n'
+        'import sys\nfrom fedlab.reporting import report\n'
         f'report.main([{str(sweep)!r}])\n'
         'print("TF" if any(m.split(".")[0] in ("tensorflow", "tensorflow_federated") for m in sys.modules) else "NO TF")'
     )
@@ -134,7 +135,7 @@ def test_an_ambiguous_comparison_is_refused_on_one_line(tmp_path):
     for epochs in (10, 100):  # two centralized baselines for the same model: which one?
         _write_run(sweep / f'central_{epochs}', model='cnn', aggregator='mean', task='centralized',
                    accuracies=[0.9, 0.95], extra_config={'task': {'epochs': epochs}})  # fmt: skip
-    proc = subprocess.run([sys.executable, '-m', 'fedlab.report', str(sweep)], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, '-m', 'fedlab.reporting.report', str(sweep)], capture_output=True, text=True,
                           timeout=60)  # fmt: skip
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()

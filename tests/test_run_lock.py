@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from fedlab import rundir
+from fedlab.record import rundir
 from fedlab.errors import FedlabError
 
 
@@ -20,7 +20,7 @@ def test_a_second_lock_is_refused_naming_the_holder_and_is_free_once_released(tm
 
 def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, '-c', 'import pathlib, sys, time\nfrom fedlab import rundir\n'
+        [sys.executable, '-c', 'import pathlib, sys, time\nfrom fedlab.record import rundir\n'
          'rundir.RunDirectoryLock(pathlib.Path(sys.argv[1])).acquire()\nprint("held", flush=True)\ntime.sleep(60)',
          str(tmp_path)],
         stdout=subprocess.PIPE, text=True,

@@ -16,7 +16,8 @@ import time
 import numpy as np
 import pytest
 
-from fedlab import scratch, shards
+from fedlab.system import scratch_dirs
+from fedlab.fast_paths import shards
 from fedlab.errors import FedlabError
 from tests.conftest import LEAF_SAMPLE, REPO, TINY, compose_config
 
@@ -78,7 +79,8 @@ def test_a_block_of_rounds_keeps_every_rounds_shards_until_its_call(tmp_path):
 
 _HOLDER = textwrap.dedent('''
     import sys, time
-    from fedlab import scratch, shards
+    from fedlab.system import scratch_dirs
+    from fedlab.fast_paths import shards
     store = shards.ShardStore(sys.argv[1], budget_bytes=1 << 20)
     store.paths(['k'], lambda key: {'x': b'1', 'y': b'2', 'i': b'3'}, pin='p')
     print(store.directory.name, flush=True)
@@ -107,7 +109,7 @@ def test_a_killed_runs_shard_directory_is_removed_at_the_next_start(tmp_path):
         alive.wait()
         for proc in (killed, alive):
             proc.stdout.close()
-    scratch.remove_stale(tmp_path)
+    scratch_dirs.remove_stale(tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -123,14 +125,14 @@ def _client_data(sizes, shape=(3, 3, 1), seed=0):
 
 @pytest.mark.parametrize('epochs,buffer,batch', [(5, 100, 20), (2, 3, 4), (3, 1, 7), (1, 1000, 1)])
 def test_one_pass_and_the_order_give_exactly_the_pipelines_stream(epochs, buffer, batch):
-    from fedlab import client_data
+    from fedlab.run import round_inputs
 
     data = _client_data([0, 1, 7, 40, 41])
-    config = client_data.PipelineConfig(epochs=epochs, batch_size=batch, shuffle_buffer=buffer, seed=3)
-    pipeline = functools.partial(client_data.train_pipeline, config=config)
-    streams = client_data.ClientStreams(data, pipeline)
+    config = round_inputs.PipelineConfig(epochs=epochs, batch_size=batch, shuffle_buffer=buffer, seed=3)
+    pipeline = functools.partial(round_inputs.train_pipeline, config=config)
+    streams = round_inputs.ClientStreams(data, pipeline)
     for client_id in data.client_ids:
-        expected = client_data.materialize(pipeline(data.create_tf_dataset_for_client(client_id)))
+        expected = round_inputs.materialize(pipeline(data.create_tf_dataset_for_client(client_id)))
         got = streams.stream(client_id)
         for key in ('x', 'y'):
             assert got[key].dtype == expected[key].dtype and np.array_equal(got[key], expected[key]), (client_id, key)
@@ -139,15 +141,15 @@ def test_one_pass_and_the_order_give_exactly_the_pipelines_stream(epochs, buffer
 
 
 def test_a_pipeline_that_changes_values_is_stored_as_it_streams():
-    from fedlab import client_data
+    from fedlab.run import round_inputs
 
     data = _client_data([5, 6])
 
     def doubling(dataset):
-        return client_data.eval_pipeline(dataset.map(lambda e: {**e, 'pixels': 2 * e['pixels']}), 2)
+        return round_inputs.eval_pipeline(dataset.map(lambda e: {**e, 'pixels': 2 * e['pixels']}), 2)
 
-    streams = client_data.ClientStreams(data, doubling)
-    expected = client_data.materialize(doubling(data.create_tf_dataset_for_client('c1')))
+    streams = round_inputs.ClientStreams(data, doubling)
+    expected = round_inputs.materialize(doubling(data.create_tf_dataset_for_client('c1')))
     got = streams.stream('c1')
     assert np.array_equal(got['x'], expected['x']) and isinstance(expected['x'], np.ndarray)
     assert not streams._exact  # noticed on the first client
@@ -156,30 +158,30 @@ def test_a_pipeline_that_changes_values_is_stored_as_it_streams():
 def test_shard_files_read_in_graph_give_the_stream(tmp_path):
     import tensorflow as tf
 
-    from fedlab import client_data
+    from fedlab.run import round_inputs
 
     data = _client_data([9, 0])
-    config = client_data.PipelineConfig(epochs=3, batch_size=4, shuffle_buffer=5, seed=1)
-    pipeline = functools.partial(client_data.train_pipeline, config=config)
+    config = round_inputs.PipelineConfig(epochs=3, batch_size=4, shuffle_buffer=5, seed=1)
+    pipeline = functools.partial(round_inputs.train_pipeline, config=config)
     spec = {'x': tf.TensorSpec([None, 3, 3, 1], tf.float32), 'y': tf.TensorSpec([None], tf.int32)}
-    with client_data.ClientShards(data, pipeline, shard_dir=str(tmp_path), budget_bytes=1 << 20) as inputs:
+    with round_inputs.ClientShards(data, pipeline, shard_dir=str(tmp_path), budget_bytes=1 << 20) as inputs:
         stems = inputs(['c0', 'c1'])
         for stem, client_id in zip(stems, ['c0', 'c1']):
             read = shards.read_shard(tf.constant(stem), spec)
-            expected = client_data.materialize(pipeline(data.create_tf_dataset_for_client(client_id)))
+            expected = round_inputs.materialize(pipeline(data.create_tf_dataset_for_client(client_id)))
             for key in spec:
                 np.testing.assert_array_equal(read[key].numpy(), expected[key])
     assert list(tmp_path.iterdir()) == []
 
 
 def test_client_caches_in_memory_are_bounded():
-    from fedlab import client_data
+    from fedlab.run import round_inputs
 
     data = _client_data([4] * 12)
-    pipeline = functools.partial(client_data.train_pipeline, config=client_data.PipelineConfig(epochs=2))
-    datasets = client_data.ClientDatasets(data, pipeline, max_clients=3)
+    pipeline = functools.partial(round_inputs.train_pipeline, config=round_inputs.PipelineConfig(epochs=2))
+    datasets = round_inputs.ClientDatasets(data, pipeline, max_clients=3)
     stream_bytes = 2 * 4 * (9 * 4 + 4)
-    tensors = client_data.ClientTensors(data, pipeline, max_bytes=2 * stream_bytes)
+    tensors = round_inputs.ClientTensors(data, pipeline, max_bytes=2 * stream_bytes)
     for round_num in range(6):
         ids = [f'c{(2 * round_num + k) % 12}' for k in range(2)]
         assert len(datasets(ids)) == len(tensors(ids)) == 2
@@ -201,7 +203,7 @@ class _Recording:
 
 
 def test_round_ahead_prepares_the_next_round_and_raises_only_what_the_round_raises():
-    from fedlab import client_data
+    from fedlab.run import round_inputs
 
     def sampler(round_num):
         if round_num == 3:
@@ -209,14 +211,14 @@ def test_round_ahead_prepares_the_next_round_and_raises_only_what_the_round_rais
         return [f'r{round_num}a', f'r{round_num}b']
 
     inputs = _Recording()
-    ahead = client_data.RoundAhead(inputs, sampler, first_round=1, last_round=5)
+    ahead = round_inputs.RoundAhead(inputs, sampler, first_round=1, last_round=5)
     assert ahead(sampler(1)) == ['input of r1a', 'input of r1b']
     assert ahead(sampler(2)) == ['input of r2a', 'input of r2b']
     ahead.close()
     assert inputs.prepared == [['r2a', 'r2b']]  # round 3's sampling raised in the thread, silently
     # Clients other than predicted (e.g. a caller out of step): served as asked, no more preparing.
     inputs = _Recording()
-    ahead = client_data.RoundAhead(inputs, lambda r: [f'r{r}'], first_round=1, last_round=9)
+    ahead = round_inputs.RoundAhead(inputs, lambda r: [f'r{r}'], first_round=1, last_round=9)
     assert ahead(['r1']) == ['input of r1'] and ahead(['other']) == ['input of other'] and ahead(['r3'])
     ahead.close()
     assert inputs.prepared == [['r2']]
@@ -228,14 +230,15 @@ def test_round_ahead_with_poisson_sampling_serves_every_round_its_clients_and_em
     shards, an empty round none, and the next round's are written ahead."""
     import tensorflow as tf
 
-    from fedlab import client_data, sampling
+    from fedlab.run import round_inputs
+    from fedlab import sampling
 
     data = _client_data([3, 5, 0, 4, 6, 2])
     sampler = sampling.poisson(data.client_ids, 1, seed=_seed_with_empty_and_full_rounds(data.client_ids))
-    pipeline = functools.partial(client_data.train_pipeline, config=client_data.PipelineConfig(epochs=2))
+    pipeline = functools.partial(round_inputs.train_pipeline, config=round_inputs.PipelineConfig(epochs=2))
     sizes = []
-    with client_data.ClientShards(data, pipeline, shard_dir=str(tmp_path), budget_bytes=1 << 20) as inputs:
-        ahead = client_data.RoundAhead(inputs, sampler, first_round=1, last_round=12)
+    with round_inputs.ClientShards(data, pipeline, shard_dir=str(tmp_path), budget_bytes=1 << 20) as inputs:
+        ahead = round_inputs.RoundAhead(inputs, sampler, first_round=1, last_round=12)
         for round_num in range(1, 13):
             client_ids = sampler(round_num)
             stems = ahead(client_ids)
@@ -267,12 +270,13 @@ def test_one_epoch_shards_train_every_algorithm_on_the_pipelines_own_stream(tmp_
     """An algorithm's client work on one-epoch shards (gathered in-graph) trains exactly as on the pipeline's
     stream materialized by tf.data itself, shuffled over 2 epochs (tests/test_algorithms.py compares with TFF's
     dataset path, which for Mime Lite needs an unshuffled pipeline)."""
-    from fedlab import client_data, tensor_client_work
+    from fedlab.run import round_inputs
+    from fedlab.fast_paths import tensor_inputs
     from fedlab.algorithms import fedprox, fedsgd, mime_lite, optimizers
 
     data = _client_data([9, 13, 6])
-    config = client_data.PipelineConfig(epochs=2, batch_size=4, shuffle_buffer=8, seed=3)
-    pipeline = functools.partial(client_data.train_pipeline, config=config)
+    config = round_inputs.PipelineConfig(epochs=2, batch_size=4, shuffle_buffer=8, seed=3)
+    pipeline = functools.partial(round_inputs.train_pipeline, config=config)
     model_fn = _linear_model_fn()
     builders = {
         'mime_lite': lambda inputs: mime_lite.build_mime_lite(model_fn, optimizers.sgd(0.1, momentum=0.9),
@@ -282,9 +286,9 @@ def test_one_epoch_shards_train_every_algorithm_on_the_pipelines_own_stream(tmp_
         'fedprox': lambda inputs: fedprox.build_fed_prox(model_fn, optimizers.sgd(0.1), optimizers.sgd(1.0), mu=0.5,
                                                          client_inputs=inputs, batch_size=4),
     }
-    streams = [tensor_client_work.materialize(pipeline(data.create_tf_dataset_for_client(c))) for c in data.client_ids]
+    streams = [tensor_inputs.materialize(pipeline(data.create_tf_dataset_for_client(c))) for c in data.client_ids]
     results = {}
-    with client_data.ClientShards(data, pipeline, shard_dir=str(tmp_path), budget_bytes=1 << 20) as shard_inputs:
+    with round_inputs.ClientShards(data, pipeline, shard_dir=str(tmp_path), budget_bytes=1 << 20) as shard_inputs:
         for kind, inputs in [('tensors', lambda ids: streams), ('shards', shard_inputs)]:
             process = builders[algorithm](kind)
             state, metrics = process.initialize(), []
@@ -499,7 +503,7 @@ def test_eval_clients_samples_every_few_rounds_and_takes_all_at_the_end(tmp_path
     (['shard_budget_mb=10'], 'shard_budget_mb=10 is not allowed: shard_budget_mb must be an integer >= 64'),
 ])
 def test_bad_scale_keys_are_refused_before_tensorflow(overrides, message):
-    from fedlab import schema
+    from fedlab.config import schema
 
     cfg = compose_config(overrides)
     with pytest.raises(FedlabError, match=message):
@@ -534,15 +538,16 @@ def test_emnist_with_3400_writers_trains_and_evaluates_everyone_at_the_end(tmp_p
 @pytest.mark.slow
 @needs_sample
 def test_shard_disk_stays_within_budget_over_many_uniform_rounds(tmp_path):
-    from fedlab import client_data, sampling
+    from fedlab.run import round_inputs
+    from fedlab import sampling
     from fedlab.data import leaf
 
     data = leaf.load_leaf(str(LEAF_SAMPLE))
     budget = 12 << 20  # a quarter of the sample's one-epoch shards
-    pipeline = functools.partial(client_data.train_pipeline, config=client_data.PipelineConfig())
+    pipeline = functools.partial(round_inputs.train_pipeline, config=round_inputs.PipelineConfig())
     sampler = sampling.uniform(data.client_ids, 10, seed=0)
-    with client_data.ClientShards(data.train, pipeline, shard_dir=str(tmp_path), budget_bytes=budget) as inputs:
-        ahead = client_data.RoundAhead(inputs, sampler, first_round=1, last_round=60)
+    with round_inputs.ClientShards(data.train, pipeline, shard_dir=str(tmp_path), budget_bytes=budget) as inputs:
+        ahead = round_inputs.RoundAhead(inputs, sampler, first_round=1, last_round=60)
         for round_num in range(1, 61):
             stems = ahead(sampler(round_num))
             assert all(os.path.exists(f'{stem}.x') for stem in stems)

@@ -13,7 +13,8 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
-from fedlab import launchers, runtime
+from fedlab.config import launchers
+from fedlab import runtime
 from fedlab.errors import FedlabError, WorkerLost
 from tests.conftest import compose_config
 from tests.test_cli import _run
@@ -178,7 +179,7 @@ def sum_of_squares():
 
 
 def test_remote_workers_compute_what_the_local_context_computes(sum_of_squares):
-    from fedlab import remote_context
+    from fedlab.tff_internals import remote_context
 
     values = [float(v) for v in range(1, 8)]  # 7 clients: chunks of 4 and 3
     local = sum_of_squares(values)
@@ -188,7 +189,7 @@ def test_remote_workers_compute_what_the_local_context_computes(sum_of_squares):
 
 
 def test_a_lost_worker_is_named_and_an_unreachable_one_too(sum_of_squares):
-    from fedlab import remote_context
+    from fedlab.tff_internals import remote_context
 
     with worker_services(2) as (first, second):
         with remote_context.remote_execution([first.address, second.address], reconnect_timeout=1):
@@ -205,7 +206,7 @@ def test_a_lost_worker_is_named_and_an_unreachable_one_too(sum_of_squares):
 def test_remote_context_refuses_another_tff_version(monkeypatch):
     import tensorflow_federated as tff
 
-    from fedlab import remote_context
+    from fedlab.tff_internals import remote_context
 
     monkeypatch.setattr(tff, '__version__', '0.88.0')
     with pytest.raises(ImportError, match='uses internals of TFF 0.87.0, and TFF 0.88.0 is installed'):

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from fedlab import workers
+from fedlab.run import worker_processes
 from fedlab.errors import WorkerLost
 from tests.conftest import REPO
 from tests.test_cli import FEDLAB, _env, _run
@@ -57,7 +57,7 @@ def test_ray_local_sweep_with_a_failing_job_leaves_no_worker(tmp_path):
          f'hydra.sweep.dir={tmp_path}/multirun'],
         capture_output=True, text=True, timeout=600, cwd=tmp_path, env=_env(token),
     )
-    _check_one_completed_one_failed(proc, workers.workers_with_env(token), tmp_path / 'multirun')
+    _check_one_completed_one_failed(proc, worker_processes.workers_with_env(token), tmp_path / 'multirun')
 
 
 def test_optuna_sweep_with_a_failing_trial_completes_and_leaves_no_worker(tmp_path):
@@ -136,4 +136,4 @@ def test_one_experiment_on_two_workers_matches_local_and_resumes_after_losing_on
     assert f'resuming {tmp_path}/remote after round {done}' in out
     _assert_same_metrics(_rows(tmp_path / 'remote' / 'metrics.csv'), local_rows)
     assert (tmp_path / 'remote' / 'clients.csv').read_text() == (tmp_path / 'run' / 'clients.csv').read_text()
-    assert not workers.workers_with_env(token)  # runtime=remote starts no TFF worker on this machine
+    assert not worker_processes.workers_with_env(token)  # runtime=remote starts no TFF worker on this machine

@@ -63,11 +63,12 @@ def test_tensors_and_shards_give_the_same_metrics_as_datasets(model, aggregator,
 def test_fast_processes_have_tffs_types_but_for_the_client_data(aggregator):
     """State, metrics, weights and hparams have the types of TFF's own process: a TFF change that moves them shows
     here. Only the clients' data differs: a dataset of batches, the batch stream as tensors, or a shard's path."""
-    from fedlab import aggregators, models, training
+    from fedlab import aggregators, models
+    from fedlab.run import round_loop
 
     model_fn = models.keras_model_fn((8, 8, 1), 10, architecture='simple_cnn')
     processes = {
-        inputs: training.build_fed_avg(model_fn, training.FedAvgConfig(), client_inputs=inputs,
+        inputs: round_loop.build_fed_avg(model_fn, round_loop.FedAvgConfig(), client_inputs=inputs,
                                        model_aggregator=getattr(aggregators, aggregator)())
         for inputs in ['dataset', 'tensors', 'shards']
     }  # fmt: skip
@@ -87,16 +88,16 @@ def test_fast_processes_have_tffs_types_but_for_the_client_data(aggregator):
 def test_client_tensors_hold_the_pipelines_batch_stream():
     import functools
 
-    from fedlab import client_data
+    from fedlab.run import round_inputs
     from fedlab.data import federated_data
 
     rng = np.random.default_rng(0)
     arrays = {f'c{i}': (rng.random((7 + i, 2, 2, 1), np.float32), np.arange(7 + i, dtype=np.int32)) for i in range(3)}
     data = federated_data.client_data_from_arrays(arrays)
-    config = client_data.PipelineConfig(epochs=2, batch_size=3, shuffle_buffer=5, seed=1)
-    pipeline = functools.partial(client_data.train_pipeline, config=config)
-    tensors = client_data.ClientTensors(data, pipeline, max_bytes=0)(['c2', 'c0'])
-    datasets = client_data.ClientDatasets(data, pipeline)(['c2', 'c0'])
+    config = round_inputs.PipelineConfig(epochs=2, batch_size=3, shuffle_buffer=5, seed=1)
+    pipeline = functools.partial(round_inputs.train_pipeline, config=config)
+    tensors = round_inputs.ClientTensors(data, pipeline, max_bytes=0)(['c2', 'c0'])
+    datasets = round_inputs.ClientDatasets(data, pipeline)(['c2', 'c0'])
     for stream, dataset in zip(tensors, datasets):
         batches = list(dataset.as_numpy_iterator())
         np.testing.assert_array_equal(stream['y'], np.concatenate([b['y'] for b in batches]))
@@ -110,20 +111,21 @@ def test_client_shards_hold_the_batch_stream_and_are_deleted_on_close():
 
     import tensorflow as tf
 
-    from fedlab import client_data, tensor_client_work
+    from fedlab.run import round_inputs
+    from fedlab.fast_paths import tensor_inputs
     from fedlab.data import federated_data
 
     rng = np.random.default_rng(0)
     arrays = {f'c{i}': (rng.random((5 + i, 2, 2, 1), np.float32), np.arange(5 + i, dtype=np.int32)) for i in range(2)}
     data = federated_data.client_data_from_arrays(arrays)
-    pipeline = functools.partial(client_data.train_pipeline, config=client_data.PipelineConfig(epochs=2, batch_size=3))
+    pipeline = functools.partial(round_inputs.train_pipeline, config=round_inputs.PipelineConfig(epochs=2, batch_size=3))
     spec = {'x': tf.TensorSpec([None, 2, 2, 1], tf.float32), 'y': tf.TensorSpec([None], tf.int32)}
-    with client_data.ClientShards(data, pipeline) as shards:
+    with round_inputs.ClientShards(data, pipeline) as shards:
         paths = shards(['c1', 'c0'])
         assert shards(['c0']) == paths[1:]  # written once, then reused
-        streams = client_data.ClientTensors(data, pipeline)(['c1', 'c0'])
+        streams = round_inputs.ClientTensors(data, pipeline)(['c1', 'c0'])
         for path, stream in zip(paths, streams):
-            read = tensor_client_work.read_shard(tf.constant(path), spec)
+            read = tensor_inputs.read_shard(tf.constant(path), spec)
             for key in spec:
                 np.testing.assert_array_equal(read[key].numpy(), stream[key])
     assert not any(os.path.exists(f'{path}.x') for path in paths)
@@ -132,18 +134,19 @@ def test_client_shards_hold_the_batch_stream_and_are_deleted_on_close():
 def test_shard_evaluation_reports_what_tffs_fed_eval_reports():
     import functools
 
-    from fedlab import aggregators, client_data, evaluation, models, training
+    from fedlab import aggregators, models
+    from fedlab.run import round_inputs, evaluation, round_loop
     from fedlab.data import federated_data
 
     rng = np.random.default_rng(1)
     arrays = {f'c{i}': (rng.random((9 + 4 * i, 8, 8, 1), np.float32), rng.integers(0, 10, 9 + 4 * i)) for i in range(3)}
     data = federated_data.client_data_from_arrays(arrays)
     model_fn = models.keras_model_fn((8, 8, 1), 10, architecture='simple_cnn')
-    process = training.build_fed_avg(model_fn, training.FedAvgConfig(), model_aggregator=aggregators.mean())
+    process = round_loop.build_fed_avg(model_fn, round_loop.FedAvgConfig(), model_aggregator=aggregators.mean())
     weights = process.get_model_weights(process.initialize())
-    pipeline = functools.partial(client_data.eval_pipeline, batch_size=4)
-    stock = evaluation.FederatedEvaluator(model_fn, client_data.ClientDatasets(data, pipeline)(sorted(arrays)))
-    with client_data.ClientShards(data, pipeline) as shards:
+    pipeline = functools.partial(round_inputs.eval_pipeline, batch_size=4)
+    stock = evaluation.FederatedEvaluator(model_fn, round_inputs.ClientDatasets(data, pipeline)(sorted(arrays)))
+    with round_inputs.ClientShards(data, pipeline) as shards:
         fast = evaluation.ShardEvaluator(model_fn, shards(sorted(arrays)), batch_size=4)
         expected, got = stock(weights), fast(weights)
     assert got.keys() == expected.keys() and got['examples'] == 9 + 13 + 17 and got['batches'] == 3 + 4 + 5
@@ -154,9 +157,9 @@ def test_shard_evaluation_reports_what_tffs_fed_eval_reports():
 def test_a_client_without_examples_gets_an_empty_stream():
     import tensorflow as tf
 
-    from fedlab import tensor_client_work
+    from fedlab.fast_paths import tensor_inputs
 
     empty = tf.data.Dataset.from_tensor_slices({'x': np.zeros((0, 8, 8, 1), np.float32), 'y': np.zeros(0, np.int32)})
-    stream = tensor_client_work.materialize(empty.batch(4))
+    stream = tensor_inputs.materialize(empty.batch(4))
     assert stream['x'].shape == (0, 8, 8, 1) and stream['x'].dtype == np.float32
     assert stream['y'].shape == (0,) and stream['y'].dtype == np.int32

@@ -10,7 +10,8 @@ import urllib.request
 
 import pytest
 
-from fedlab import cli, ledger, recording
+from fedlab import cli
+from fedlab.record import ledger, tables
 from tests.conftest import TINY, compose_config
 
 TENSORBOARD = f'{sys.prefix}/bin/tensorboard'
@@ -53,7 +54,7 @@ def test_tensorboard_serves_the_train_eval_and_communication_scalars_of_a_run(tm
         assert set(ledger.COLUMNS) <= set(tags['run/tensorboard/communication'])
 
         served = _get(port, '/data/plugin/scalars/scalars', run='run/tensorboard/eval', tag='accuracy')
-        recorded = [float(row['eval_accuracy']) for row in recording.read_rows(logdir / 'run' / 'metrics.csv')]
+        recorded = [float(row['eval_accuracy']) for row in tables.read_rows(logdir / 'run' / 'metrics.csv')]
         assert [step for _, step, _ in served] == [1, 2]
         assert [value for _, _, value in served] == pytest.approx(recorded)
     finally:

@@ -9,7 +9,7 @@ def test_in_place_serialization_gives_tffs_bytes():
     import tensorflow_federated as tff
     from tensorflow_federated.python.core.impl.executors import value_serialization
 
-    from fedlab import tff_serialization
+    from fedlab.tff_internals import serialization
 
     inner = tff.StructWithPythonType(
         [('accumulator', tff.StructWithPythonType([tff.TensorType(np.float32, [3, 4])] * 2, tuple)),
@@ -27,8 +27,8 @@ def test_in_place_serialization_gives_tffs_bytes():
     )
     paths = ['a', 'bb', 'ccc']
     paths_type = tff.FederatedType(np.str_, tff.CLIENTS)
-    assert tff_serialization.install()
-    with tff_serialization.tffs_own():
+    assert serialization.install()
+    with serialization.tffs_own():
         expected = [value_serialization.serialize_value(v, t)[0] for v, t in ((state, state_type), (paths, paths_type))]
     got = [value_serialization.serialize_value(v, t)[0] for v, t in ((state, state_type), (paths, paths_type))]
     assert [g.SerializeToString() for g in got] == [e.SerializeToString() for e in expected]

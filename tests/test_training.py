@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from fedlab import cli, ledger
+from fedlab import cli
+from fedlab.record import ledger
 from fedlab.data.federated_data import examples_per_client
 from tests.conftest import TINY, compose_config
 

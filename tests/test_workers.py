@@ -6,11 +6,11 @@ import subprocess
 
 import pytest
 
-from fedlab import workers
+from fedlab.run import worker_processes
 
 
 def _fake_worker(tmp_path):
-    binary = tmp_path / workers.WORKER_NAME
+    binary = tmp_path / worker_processes.WORKER_NAME
     shutil.copy('/bin/sleep', binary)
     return subprocess.Popen([str(binary), '60'])
 
@@ -19,9 +19,9 @@ def test_finds_and_stops_own_workers(tmp_path):
     worker = _fake_worker(tmp_path)
     other = subprocess.Popen(['sleep', '60'])
     try:
-        assert worker.pid in workers.child_workers()
-        assert other.pid not in workers.child_workers()
-        stopped = workers.stop_workers(timeout=2)  # also TFF's own worker, if an earlier test started one
+        assert worker.pid in worker_processes.child_workers()
+        assert other.pid not in worker_processes.child_workers()
+        stopped = worker_processes.stop_workers(timeout=2)  # also TFF's own worker, if an earlier test started one
         assert worker.pid in stopped and other.pid not in stopped
         assert not os.path.exists(f'/proc/{worker.pid}')  # stopped and reaped
     finally:
@@ -33,7 +33,7 @@ def test_finds_and_stops_own_workers(tmp_path):
 def test_cleanup_stops_workers_however_the_body_ends(tmp_path, error):
     worker = _fake_worker(tmp_path)
     with pytest.raises(type(error)):
-        with workers.worker_cleanup():
+        with worker_processes.worker_cleanup():
             raise error
     assert not os.path.exists(f'/proc/{worker.pid}')
 
@@ -44,8 +44,8 @@ def test_tffs_worker_starts_in_a_session_of_its_own():
     import tensorflow as tf
     import tensorflow_federated as tff
 
-    workers.stop_workers()  # one an earlier test may have started before shielding
-    workers.shield_workers_from_terminal_signals()
+    worker_processes.stop_workers()  # one an earlier test may have started before shielding
+    worker_processes.shield_workers_from_terminal_signals()
     assert tff.tensorflow.computation(lambda: tf.constant(1))() == 1  # starts the worker if none runs yet
-    (pid,) = [p for p in workers.child_workers()]
+    (pid,) = [p for p in worker_processes.child_workers()]
     assert os.getsid(pid) == pid != os.getsid(0)

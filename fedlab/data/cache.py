@@ -30,7 +30,7 @@ def cache_lock(target: pathlib.Path, *, lock_dir: pathlib.Path | None = None):
 
     The lock file lives in `lock_dir`, by default `<fedlab cache>/locks` rather than next to the target, so
     that a failed download leaves a cache exactly as it was (and not in the temporary directory, which is
-    private to each fedlab process: see `fedlab.scratch`). Jobs waiting on the lock find the finished file
+    private to each fedlab process: see `fedlab.system.scratch_dirs`). Jobs waiting on the lock find the finished file
     when they get it.
     """
     key = hashlib.sha256(str(target.expanduser().resolve()).encode()).hexdigest()[:16]

@@ -1,0 +1,151 @@
+"""A learning process from fedlab's fast client work: TFF's `compose_learning_process`, minus its check that
+client data is a sequence (the check the fast paths exist to avoid)."""
+
+import collections
+
+import numpy as np
+import tensorflow_federated as tff
+
+from fedlab.fast_paths import client_packing
+from fedlab.algorithms import aggregation
+from fedlab.algorithms.templates import packed_round
+from fedlab.algorithms.templates.client_work import TensorClientWork
+from fedlab.models import ModelFn
+from fedlab.fast_paths.tensor_inputs import ClientInputs
+
+
+def compose(
+    model_fn: ModelFn,
+    client_work: TensorClientWork,
+    model_aggregator: tff.aggregators.WeightedAggregationFactory,
+    server_optimizer: tff.learning.optimizers.Optimizer,
+) -> tff.learning.templates.LearningProcess:
+    """Broadcast the model, run `client_work`, aggregate the updates with `model_aggregator`, and apply the
+    aggregate with `server_optimizer` (TFF's apply-optimizer finalizer): the structure, state, metrics and
+    hyper-parameters of TFF's own processes, so fedlab reads both the same way. A packed `client_work` (with a
+    `group_update`) gets the same round in fewer federated steps (fedlab.algorithms.templates.packed_round)."""
+
+    @tff.tensorflow.computation
+    def initial_model_weights_fn():
+        return tff.learning.models.ModelWeights.from_model(model_fn())
+
+    weights_type = initial_model_weights_fn.type_signature.result
+    distributor = tff.learning.templates.build_broadcast_process(weights_type)
+    aggregator = model_aggregator.create(weights_type.trainable, tff.TensorType(np.float32))
+    finalizer = tff.learning.templates.build_apply_optimizer_finalizer(server_optimizer, weights_type)
+    state_cls = tff.learning.templates.LearningAlgorithmState
+
+    @tff.federated_computation
+    def init_fn():
+        weights = tff.federated_eval(initial_model_weights_fn, tff.SERVER)
+        return tff.federated_zip(
+            state_cls(
+                weights,
+                distributor.initialize(),
+                client_work.initialize(),
+                aggregator.initialize(),
+                finalizer.initialize(),
+            )
+        )
+
+    client_data_type = client_work.next.type_signature.parameter[2]
+
+    @tff.federated_computation(init_fn.type_signature.result, client_data_type)
+    def composed_next_fn(state, client_data):
+        distributed = distributor.next(state.distributor, state.global_model_weights)
+        trained = client_work.next(state.client_work, distributed.result, client_data)
+        aggregated = aggregator.next(state.aggregator, trained.result.update, trained.result.update_weight)
+        finalized = finalizer.next(state.finalizer, state.global_model_weights, aggregated.result)
+        new_state = tff.federated_zip(
+            state_cls(finalized.result, distributed.state, trained.state, aggregated.state, finalized.state)
+        )
+        metrics = tff.federated_zip(
+            collections.OrderedDict(
+                distributor=distributed.measurements,
+                client_work=trained.measurements,
+                aggregator=aggregated.measurements,
+                finalizer=finalized.measurements,
+            )
+        )
+        return tff.learning.templates.LearningProcessOutput(new_state, metrics)
+
+    next_fn = composed_next_fn
+    if client_work.group_update is not None:  # packed clients: the same round in fewer federated steps
+        client_packing.check_linear(model_aggregator)
+        next_fn = packed_round.build_next(
+            model_fn,
+            client_work,
+            state_type=init_fn.type_signature.result,
+            distributor=distributor,
+            aggregator=aggregator,
+            finalizer=finalizer,
+        )
+        if next_fn.type_signature != composed_next_fn.type_signature:
+            raise TypeError(
+                f'the fused packed round has type {next_fn.type_signature}, not {composed_next_fn.type_signature}'
+            )
+    state_type = next_fn.type_signature.parameter[0].member
+
+    @tff.tensorflow.computation(state_type)
+    def get_model_weights_fn(state):
+        return state.global_model_weights
+
+    @tff.tensorflow.computation(state_type, state_type.global_model_weights)
+    def set_model_weights_fn(state, model_weights):  # TFF's parameter names: the same type signature
+        return state_cls(model_weights, state.distributor, state.client_work, state.aggregator, state.finalizer)
+
+    @tff.tensorflow.computation(state_type)
+    def get_hparams_fn(state):
+        return collections.OrderedDict(
+            client_work=client_work.get_hparams(state.client_work), finalizer=finalizer.get_hparams(state.finalizer)
+        )
+
+    @tff.tensorflow.computation(state_type, get_hparams_fn.type_signature.result)
+    def set_hparams_fn(state, hparams):
+        return state_cls(
+            state.global_model_weights,
+            state.distributor,
+            client_work.set_hparams(state.client_work, hparams['client_work']),
+            state.aggregator,
+            finalizer.set_hparams(state.finalizer, hparams['finalizer']),
+        )
+
+    return tff.learning.templates.LearningProcess(
+        init_fn,
+        next_fn,
+        get_model_weights_fn,
+        set_model_weights_fn,
+        get_hparams_fn=get_hparams_fn,
+        set_hparams_fn=set_hparams_fn,
+    )
+
+
+CLIENT_INPUTS = ('dataset', 'tensors', 'shards')
+
+
+def fast_inputs(client_inputs: str, batch_size: int, *, packed: bool = False) -> ClientInputs | None:
+    """The fast paths' `ClientInputs` for `client_inputs` tensors or shards; None for TFF's dataset path.
+    `packed`: each TFF client trains a group of clients (fedlab.fast_paths.client_packing; the fast paths only)."""
+    if client_inputs not in CLIENT_INPUTS:
+        raise ValueError(f'client_inputs must be dataset, tensors or shards, got {client_inputs!r}')
+    if client_inputs == 'dataset':
+        if packed:
+            raise ValueError('packed clients need client_inputs=shards or tensors')
+        return None
+    return ClientInputs(batch_size=batch_size, from_shards=client_inputs == 'shards', packed=packed)
+
+
+def checked_inputs(
+    client_inputs: str,
+    batch_size: int,
+    *,
+    weighting: str,
+    model_aggregator: aggregation.AggregationFactory | None,
+    packed: bool = False,
+) -> ClientInputs | None:
+    """The builders' first step: `weighting` checked against `model_aggregator` (and, for packed clients, that it
+    is a weighted mean: fedlab.fast_paths.client_packing), then `fast_inputs`."""
+    aggregation.check_weighting(weighting, model_aggregator)
+    if packed:
+        client_packing.check_linear(model_aggregator)
+    return fast_inputs(client_inputs, batch_size, packed=packed)

@@ -1,0 +1,123 @@
+"""Atomic checkpoints of the training state and the run's tables, with TFF's FileProgramStateManager."""
+
+import asyncio
+import json
+import os
+import pathlib
+import re
+import shutil
+
+from fedlab.system import malloc_arenas
+from fedlab.run import interrupts
+from fedlab.errors import FedlabError
+
+PREFIX = 'round_'
+STATE_DIR = 'state'  # inside a checkpoint: the program state, as FileProgramStateManager writes it
+CONFIG_FILE = 'config.json'
+
+
+class CheckpointStore:
+    """Checkpoints in `<run_dir>/checkpoints/round_<N>/`, each complete or absent.
+
+    TFF's FileProgramStateManager writes a SavedModel in place, so a kill mid-write would leave half a
+    checkpoint. Each checkpoint is therefore written into a staging directory, with copies of the files
+    listed in `tables`, and renamed into place in one step; leftovers from an interrupted write are
+    removed on the next start.
+    """
+
+    def __init__(self, root: pathlib.Path, *, keep: int = 2):
+        self._root = root
+        self._staging = root / '.staging'
+        self._keep = keep
+        shutil.rmtree(self._staging, ignore_errors=True)
+
+    def rounds(self) -> list[int]:
+        if not self._root.is_dir():
+            return []
+        found = (re.fullmatch(f'{PREFIX}(\\d+)', p.name) for p in self._root.iterdir() if p.is_dir())
+        return sorted(int(m.group(1)) for m in found if m)
+
+    def latest_round(self) -> int:
+        return max(self.rounds(), default=0)
+
+    def resumable_round(self, config: dict) -> int:
+        """The round of the latest checkpoint (0: none), after checking it was saved under the same config."""
+        latest = self.latest_round()
+        if latest:
+            differences = config_differences(self.saved_config(latest), config)
+            if differences:
+                raise FedlabError(
+                    f'{self._root.parent} holds a run with a different config: {", ".join(differences)};'
+                    ' use a new run directory or the same settings'
+                )
+        return latest
+
+    def path(self, round_num: int) -> pathlib.Path:
+        return self._root / f'{PREFIX}{round_num}'
+
+    def save(self, round_num: int, state, *, tables: list[pathlib.Path], config: dict) -> None:
+        """Saves `state` after `round_num`, with copies of `tables` and the run's config."""
+        if round_num in self.rounds():
+            return
+        with interrupts.uncuttable():
+            self._save(round_num, state, tables=tables, config=config)
+
+    def _save(self, round_num: int, state, *, tables: list[pathlib.Path], config: dict) -> None:
+        shutil.rmtree(self._staging, ignore_errors=True)
+        staging = self._staging / f'{PREFIX}{round_num}'
+        staging.mkdir(parents=True)
+        import tensorflow_federated as tff  # Here, not at the top: the CLI reads saved configs before TF loads.
+
+        manager = tff.program.FileProgramStateManager(staging, prefix=STATE_DIR, keep_total=0)
+        # FileProgramStateManager names its directory prefix + version; version 0 keeps the name fixed.
+        asyncio.run(manager.save(state, 0))
+        for table in tables:
+            if table.exists():
+                shutil.copy2(table, staging / table.name)
+        (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
+        _fsync_tree(staging)
+        os.rename(staging, self.path(round_num))
+        for old in self.rounds()[: -self._keep]:
+            shutil.rmtree(self.path(old), ignore_errors=True)
+        malloc_arenas.release_freed_memory()
+
+    def load(self, round_num: int, structure):
+        """The state saved after `round_num`, restored into the structure (and types) of `structure`."""
+        import tensorflow_federated as tff
+
+        manager = tff.program.FileProgramStateManager(self.path(round_num), prefix=STATE_DIR)
+        with interrupts.uncuttable():
+            return asyncio.run(manager.load(0, structure))
+
+    def saved_config(self, round_num: int) -> dict:
+        return json.loads((self.path(round_num) / CONFIG_FILE).read_text())
+
+    def restore_tables(self, round_num: int, run_dir: pathlib.Path, names: list[str]) -> None:
+        """Puts the tables as they were at `round_num` back into `run_dir` (later rows are dropped)."""
+        for name in names:
+            saved = self.path(round_num) / name
+            if saved.exists():
+                shutil.copy2(saved, run_dir / name)
+            else:
+                (run_dir / name).unlink(missing_ok=True)
+
+
+def _fsync_tree(root: pathlib.Path) -> None:
+    """Flushes the files to disk before the rename publishes them."""
+    for path in sorted(root.rglob('*')):
+        if path.is_file():
+            with open(path, 'rb') as f:
+                os.fsync(f.fileno())
+
+
+def config_differences(saved: dict, current: dict, prefix: str = '') -> list[str]:
+    """Dotted keys whose values differ between two nested config dicts."""
+    keys = sorted(set(saved) | set(current))
+    differences = []
+    for key in keys:
+        a, b = saved.get(key, '<absent>'), current.get(key, '<absent>')
+        if isinstance(a, dict) and isinstance(b, dict):
+            differences += config_differences(a, b, f'{prefix}{key}.')
+        elif a != b:
+            differences.append(f'{prefix}{key} ({a!r} -> {b!r})')
+    return differences

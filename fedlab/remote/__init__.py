@@ -1,0 +1,1 @@
+"""Remote TFF workers: the fedlab-worker service."""

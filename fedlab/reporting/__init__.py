@@ -1,0 +1,1 @@
+"""fedlab-report: compares the runs of a sweep from their files (no TensorFlow)."""

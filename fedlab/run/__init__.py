@@ -1,0 +1,1 @@
+"""One run: the experiment plan, the round loop, client inputs, evaluation, the centralized baseline, the data tour, interrupts."""

@@ -1,0 +1,234 @@
+"""Centralized baseline: the same Keras model trained with SGD on all clients' data pooled in one place."""
+
+import dataclasses
+import math
+import pathlib
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from fedlab import errors
+from fedlab.record import tables, rundir
+from fedlab.data.federated_data import LABEL, PIXELS, FederatedData
+
+EVAL = 'eval'  # the pooled held-out data: the same examples federated evaluation uses
+POPULATIONS = ['train', EVAL]
+CURVES_PNG = 'curves.png'
+
+
+@dataclasses.dataclass(frozen=True)
+class CentralizedConfig:
+    """Keras SGD on the pooled data: as many epochs, the same batch size and step size as the clients use."""
+
+    epochs: int
+    batch_size: int = 20
+    learning_rate: float = 0.02
+    momentum: float = 0.0
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOutputs:
+    """What `train_and_evaluate` leaves behind, besides the files (the federated run's shape)."""
+
+    rounds_completed: int  # epochs
+    final_train: dict[str, float]
+    final_eval: dict[str, dict[str, float]]
+
+
+def matched_epochs(*, rounds: int, clients_per_round: int, client_epochs: int, num_clients: int) -> int:
+    """Epochs over the pooled data with as many example-passes as the federated run makes.
+
+    Each round, `clients_per_round` of `num_clients` clients (on average that share of the pooled data) each
+    pass over their data `client_epochs` times, so R rounds make R x clients_per_round x client_epochs /
+    num_clients passes over the pooled data (rounded, at least 1).
+    """
+    return max(1, round(rounds * clients_per_round * client_epochs / num_clients))
+
+
+def pooled_arrays(client_data) -> tuple[np.ndarray, np.ndarray]:
+    """Every client's (pixels, labels) concatenated, clients in id order."""
+    pixels, labels = [], []
+    for client_id in sorted(client_data.client_ids):
+        for element in client_data.create_tf_dataset_for_client(client_id).batch(10_000):
+            pixels.append(element[PIXELS].numpy())
+            labels.append(element[LABEL].numpy())
+    return np.concatenate(pixels), np.concatenate(labels)
+
+
+class _EpochRecorder(tf.keras.callbacks.Callback):
+    """Writes each epoch to metrics.csv, timing.csv and TensorBoard as soon as it ends, like a federated round."""
+
+    def __init__(self, run_dir: pathlib.Path, *, num_clients: int, counts: dict[str, tuple[int, int]]):
+        super().__init__()
+        self.rows: list[dict] = []
+        self._num_clients = num_clients
+        self._counts = counts  # population -> (examples, batches) per epoch
+        self._metrics = tables.CsvTable(run_dir / 'metrics.csv', tables.metrics_columns(POPULATIONS))
+        self._timing = tables.CsvTable(run_dir / 'timing.csv', tables.TIMING_COLUMNS)
+        self._tensorboard = tables.TensorBoardLogger(run_dir / 'tensorboard')
+        self._started = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        epoch_num = epoch + 1
+        populations = {'train': '', EVAL: 'val_'}
+        row = {'round': epoch_num, 'clients': self._num_clients}
+        for population, prefix in populations.items():
+            examples, batches = self._counts[population]
+            metrics = {
+                'loss': float(logs[f'{prefix}loss']),
+                'accuracy': float(logs[f'{prefix}accuracy']),
+                'examples': examples,
+                'batches': batches,
+            }
+            row.update({f'{population}_{k}': v for k, v in metrics.items()})
+            self._tensorboard.write(epoch_num, population, metrics)
+        self._metrics.write(row)
+        self._timing.write({'round': epoch_num, 'train_seconds': time.perf_counter() - self._started, 'eval_seconds': 0})
+        self.rows.append(row)
+
+    def close(self):
+        self._metrics.close()
+        self._timing.close()
+        self._tensorboard.close()
+
+
+def train_and_evaluate(
+    data: FederatedData,
+    model: tf.keras.Model,
+    run_dir: pathlib.Path,
+    *,
+    config: CentralizedConfig,
+    run_info: dict | None = None,
+) -> RunOutputs:
+    """Trains `model` (uncompiled, outputs probabilities) on the pooled training data, evaluating on the pooled
+    held-out data after every epoch; writes metrics.csv (a row per epoch), TensorBoard, curves.png, results.json."""
+    started = time.perf_counter()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    print(data.summary())
+    tf.keras.utils.set_random_seed(config.seed)  # the epoch shuffles
+    x_train, y_train = pooled_arrays(data.train)
+    x_test, y_test = pooled_arrays(data.test)
+    print(
+        f'centralized: {len(x_train)} pooled training examples, {config.epochs} epochs of batch {config.batch_size}, '
+        f'SGD learning rate {config.learning_rate}; evaluating on {len(x_test)} pooled held-out examples'
+    )
+    model.compile(
+        optimizer=tf.keras.optimizers.SGD(learning_rate=config.learning_rate, momentum=config.momentum),
+        loss=tf.keras.losses.SparseCategoricalCrossentropy(),
+        metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name='accuracy')],
+    )
+    for path in ['metrics.csv', 'timing.csv']:
+        (run_dir / path).unlink(missing_ok=True)
+    recorder = _EpochRecorder(
+        run_dir,
+        num_clients=len(data.client_ids),
+        counts={
+            'train': (len(x_train), math.ceil(len(x_train) / config.batch_size)),
+            EVAL: (len(x_test), math.ceil(len(x_test) / config.batch_size)),
+        },
+    )
+    tables.write_hparams(run_dir / 'tensorboard', tables.hparams_from_run_info(run_info))
+    results = _Results(run_dir, started=started, data=data, model=model, config=config, run_info=run_info,
+                       examples={'train_examples': len(x_train), 'test_examples': len(x_test)})
+    try:
+        model.fit(
+            x_train,
+            y_train,
+            batch_size=config.batch_size,
+            epochs=config.epochs,
+            shuffle=True,
+            validation_data=(x_test, y_test),
+            validation_batch_size=config.batch_size,
+            callbacks=[recorder],
+            verbose=0 if config.epochs > 1 else 2,
+        )
+    except BaseException as error:
+        recorder.close()
+        results.write(recorder.rows, error)
+        raise
+    recorder.close()
+    return results.write(recorder.rows, None)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Results:
+    """Writes a centralized run's curves and results.json from the epochs recorded, whatever ended the run."""
+
+    run_dir: pathlib.Path
+    started: float
+    data: FederatedData
+    model: tf.keras.Model
+    config: CentralizedConfig
+    run_info: dict | None
+    examples: dict
+
+    def write(self, rows: list[dict], error: BaseException | None) -> RunOutputs:
+        outputs = RunOutputs(
+            rounds_completed=len(rows),
+            final_train=_population(rows[-1], 'train') if rows else {},
+            final_eval={EVAL: _population(rows[-1], EVAL)} if rows else {},
+        )
+        if rows:
+            save_curves(rows, self.run_dir / CURVES_PNG, title=f'centralized {self.model.name} on {self.data.name}')
+            last = rows[-1]
+            print(
+                f'centralized after {len(rows)} epochs: train accuracy {last["train_accuracy"]:.4f}, '
+                f'test accuracy {last[f"{EVAL}_accuracy"]:.4f} (loss {last[f"{EVAL}_loss"]:.4f})'
+            )
+        timing = tables.read_rows(self.run_dir / 'timing.csv') if (self.run_dir / 'timing.csv').exists() else []
+        status = errors.run_status(error)
+        rundir.write_json(
+            self.run_dir / 'results.json',
+            {
+                'status': status,
+                **(errors.error_fields(error) if status in ('failed', 'diverged') else {}),
+                'rounds_completed': len(rows),
+                'rounds': self.config.epochs,
+                'final_train': outputs.final_train,
+                'final_eval': outputs.final_eval,
+                'wall_seconds': round(time.perf_counter() - self.started, 3),
+                'train_seconds': round(sum(float(r['train_seconds']) for r in timing), 3),
+                'eval_seconds': 0.0,
+                'data': {
+                    'name': self.data.name,
+                    'clients': len(self.data.client_ids),
+                    'image_shape': list(self.data.image_shape),
+                    'num_classes': self.data.num_classes,
+                },
+                'centralized': {'keras_model': self.model.name, **dataclasses.asdict(self.config), **self.examples},
+                **(self.run_info or {}),
+            },
+        )
+        return outputs
+
+
+def _population(row: dict, population: str) -> dict[str, float]:
+    return {m: row[f'{population}_{m}'] for m in tables.METRICS}
+
+
+def save_curves(rows: list[dict], path: pathlib.Path, *, title: str) -> None:
+    """Train and validation accuracy and loss per epoch, side by side."""
+    import matplotlib
+
+    matplotlib.use('Agg')
+    from matplotlib import pyplot as plt
+
+    epochs = [int(r['round']) for r in rows]
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for axis, metric in zip(axes, ['accuracy', 'loss']):
+        axis.plot(epochs, [float(r[f'train_{metric}']) for r in rows], label='train (pooled training data)')
+        axis.plot(epochs, [float(r[f'{EVAL}_{metric}']) for r in rows], label='validation (pooled held-out data)')
+        axis.set_xlabel('epoch')
+        axis.set_ylabel(metric)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    axes[0].set_ylim(0, 1)
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

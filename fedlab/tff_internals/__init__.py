@@ -1,0 +1,1 @@
+"""Every use of TensorFlow Federated's private modules, behind one version gate."""
