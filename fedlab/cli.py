@@ -1,7 +1,6 @@
 """The `fedlab` command: Hydra composes the config, this module turns it into typed calls."""
 
 import functools
-import importlib.util
 import os
 import pathlib
 import sys
@@ -16,12 +15,11 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from fedlab.record import checkpoints, rundir
-from fedlab.config import efficiency, launchers, schema
+from fedlab.config import checks as config_checks, efficiency, identity, launchers, schema
 from fedlab.system import malloc_arenas, scratch_dirs
 from fedlab.run import interrupts, worker_processes
-from fedlab.privacy import checks
+from fedlab.privacy import checks as privacy_checks
 from fedlab import seeds, sweep
-from fedlab.config import combinations
 from fedlab.errors import FedlabError, RunStopped
 
 # Hydra composes with the typed schema (config.yaml's defaults list names it). Importing the fedlab.conf package
@@ -37,23 +35,47 @@ warnings.filterwarnings('ignore', message='pkg_resources is deprecated', categor
 
 
 def train(cfg: DictConfig, run_dir: pathlib.Path, run_info: dict | None = None):
-    """Federated training and evaluation as configured; returns `experiment.RunOutputs`."""
+    """Federated training and evaluation as configured; returns `recorder.RunOutputs`."""
     from hydra.utils import instantiate
 
-    # 1. Data: each client's train and test split (first, so a missing file is reported before TF loads).
+    # Data first: each client's train and test split, so a missing file is reported before TF loads.
     data = load_data(cfg)
     if cfg.clients_per_round > len(data.client_ids):
         raise FedlabError(
             f'clients_per_round={cfg.clients_per_round} is larger than the population of {len(data.client_ids)}'
             f' clients of data={data.name}'
         )
+    plan = experiment_plan(cfg, data, run_dir, run_info)
+    # Train, evaluate and write the run directory, on this machine's TFF worker or remote ones (runtime).
+    with instantiate(cfg.runtime).activate(client_inputs=cfg.client_inputs):
+        return plan.run()
+
+
+def experiment_plan(cfg: DictConfig, data, run_dir: pathlib.Path, run_info: dict | None = None):
+    """The federated run `cfg` configures on `data`, built (`experiment.ExperimentPlan`): the one place a training
+    run's settings are read from Hydra's config."""
+    from fedlab.run import experiment
+
+    config = OmegaConf.to_container(cfg, resolve=True)
+    return experiment.ExperimentPlan(
+        federation=_federation(cfg, config, data),
+        settings=_settings(cfg, config),
+        run_dir=run_dir,
+        identity=identity.run_identity(config),
+        run_info=run_info or {},
+    )
+
+
+def _federation(cfg: DictConfig, config: dict, data):
+    """The model (the group's factory takes the data's image shape and class count), the algorithm's builder
+    (fedlab.algorithms) with the optimizers it takes and the update aggregator, the sampler, the learning rates and,
+    with DP, the privacy ledger."""
+    from hydra.utils import instantiate
 
     from fedlab.privacy import accounting
-    from fedlab.run import round_inputs, experiment, round_loop
+    from fedlab.run import experiment
 
-    # 2. Model: the group's factory takes the data's image shape and class count.
     model_fn = instantiate(cfg.model)(data.image_shape, data.num_classes, seed=cfg.seed)
-    # 3. The algorithm's builder (fedlab.algorithms) with the optimizers it takes, the update aggregator, the sampler.
     optimizers = {f'{side}_optimizer': optimizer(cfg, side) for side in ('client', 'server')}
     build_process = functools.partial(
         instantiate(cfg.algorithm),
@@ -63,34 +85,37 @@ def train(cfg: DictConfig, run_dir: pathlib.Path, run_info: dict | None = None):
         weighting=cfg.weighting,
     )
     sampler = instantiate(cfg.sampling)(data.client_ids, cfg.clients_per_round)
-    dp_settings = checks.settings(OmegaConf.to_container(cfg, resolve=True), population=len(data.client_ids))
-    # 4. Train, evaluate and write the run directory, on this machine's TFF worker or remote ones (runtime).
-    with instantiate(cfg.runtime).activate(client_inputs=cfg.client_inputs):
-        return experiment.train_and_evaluate(
-            data,
-            model_fn,
-            sampler,
-            run_dir,
-            build_process=build_process,
-            learning_rates=learning_rates(cfg),
-            pipeline=round_inputs.PipelineConfig(
-                epochs=cfg.client_epochs or 1,  # null with FedSGD: one pass for the average gradient
-                batch_size=cfg.batch_size, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed,
-                client_inputs=cfg.client_inputs,
-                shard_dir=_absolute(cfg.shard_dir), shard_budget_mb=cfg.shard_budget_mb,
-            ),
-            schedule=round_loop.Schedule(
-                rounds=cfg.rounds, clients_per_round=cfg.clients_per_round, eval_every=cfg.eval_every
-            ),
-            checkpoint_every=cfg.checkpoint_every,
-            eval_on_train=cfg.task.eval_on_train,
-            eval_clients=cfg.eval_clients,
-            print_type_signature=cfg.print_type_signature,
-            config=_identity(cfg),
-            run_info=run_info,
-            privacy_ledger=accounting.PrivacyLedger(dp_settings) if dp_settings else None,
-            efficiency=efficiency.settings(OmegaConf.to_container(cfg, resolve=True)),
-        )
+    dp_settings = privacy_checks.settings(config, population=len(data.client_ids))
+    return experiment.Federation(
+        data=data,
+        model_fn=model_fn,
+        build_process=build_process,
+        sampler=sampler,
+        learning_rates=config_checks.learning_rates(config),
+        privacy_ledger=accounting.PrivacyLedger(dp_settings) if dp_settings else None,
+    )
+
+
+def _settings(cfg: DictConfig, config: dict):
+    """How the run trains, evaluates and records (`experiment.Settings`)."""
+    from fedlab.run import experiment, round_inputs, round_loop
+
+    return experiment.Settings(
+        schedule=round_loop.Schedule(
+            rounds=cfg.rounds, clients_per_round=cfg.clients_per_round, eval_every=cfg.eval_every
+        ),
+        pipeline=round_inputs.PipelineConfig(
+            epochs=cfg.client_epochs or 1,  # null with FedSGD: one pass for the average gradient
+            batch_size=cfg.batch_size, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed,
+            client_inputs=cfg.client_inputs,
+            shard_dir=_absolute(cfg.shard_dir), shard_budget_mb=cfg.shard_budget_mb,
+        ),
+        efficiency=efficiency.settings(config),
+        checkpoint_every=cfg.checkpoint_every,
+        eval_clients=cfg.eval_clients,
+        eval_on_train=cfg.task.eval_on_train,
+        print_type_signature=cfg.print_type_signature,
+    )
 
 
 def optimizer(cfg: DictConfig, side: str):
@@ -105,39 +130,6 @@ def optimizer(cfg: DictConfig, side: str):
     return instantiate(cfg[f'{side}_optimizer'], **rates)
 
 
-def learning_rates(cfg: DictConfig):
-    """The client and server learning rates per round (`algorithms.schedules`, no TensorFlow)."""
-    from fedlab.algorithms.schedules import LearningRates
-
-    return LearningRates(
-        client_lr=cfg.client_lr,
-        server_lr=cfg.server_lr,
-        client=_instantiate(cfg.client_lr_schedule),
-        server=_instantiate(cfg.server_lr_schedule),
-    )
-
-
-def _instantiate(node):
-    """Hydra's instantiate, with a FedlabError raised by the callable passed on as it is (one line for the user)."""
-    from hydra.utils import instantiate
-
-    try:
-        return instantiate(node)
-    except InstantiationException as error:
-        if isinstance(error.__cause__, FedlabError):
-            raise error.__cause__ from None
-        raise
-
-
-def _identity(cfg: DictConfig) -> dict:
-    """The settings that define a run: a checkpoint is resumed only under the same ones."""
-    config = schema.without_locations(OmegaConf.to_container(cfg, resolve=True))
-    config.pop('resume', None)
-    config.pop('runtime', None)  # where it ran: a run may resume on other workers, or locally
-    config.pop('efficiency', None)  # how many TFF calls it took: the same results either way
-    return config
-
-
 def _absolute(path: str | None) -> str | None:
     return None if path is None else to_absolute_path(os.path.expanduser(path))
 
@@ -147,7 +139,7 @@ def load_data(cfg: DictConfig):
     from hydra.utils import instantiate
 
     paths = {}
-    for key in PATH_KEYS:
+    for key in config_checks.PATH_KEYS:
         if OmegaConf.is_missing(cfg.data, key):
             raise FedlabError(f'data={cfg.data._target_.split(".")[-2]} needs data.{key}=<directory>')
         if cfg.data.get(key) is not None:
@@ -158,9 +150,6 @@ def load_data(cfg: DictConfig):
         if isinstance(error.__cause__, FedlabError):
             raise error.__cause__ from None
         raise
-
-
-PATH_KEYS = ('path', 'root', 'cache_dir')  # data keys that name files or directories
 
 
 def explore(cfg: DictConfig, run_dir: pathlib.Path, run_info: dict | None = None) -> None:
@@ -208,41 +197,17 @@ def centralized(cfg: DictConfig, run_dir: pathlib.Path, run_info: dict | None = 
 
 
 TASKS = {'train': train, 'explore': explore, 'centralized': centralized}
-ALGORITHM_GROUPS = ('algorithm', 'client_optimizer', 'server_optimizer', 'client_lr_schedule', 'server_lr_schedule')
 
 
 def check_before_tensorflow(cfg: DictConfig, run_dir: pathlib.Path) -> None:
-    """The checks that need no data and no TensorFlow, so that bad input is reported in a second."""
-    from hydra.utils import instantiate
-
-    values = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if not isinstance(v, dict)}
-    schema.check_ranges(values)
-    for group in ('data', 'model', 'aggregator', 'sampling', *ALGORITHM_GROUPS):
-        target = cfg[group].get('_target_') if cfg[group] is not None else None
-        module = target.rpartition('.')[0] if target else ''
-        if target and (not module or importlib.util.find_spec(module) is None):  # finds, does not import
-            raise FedlabError(f'{group}._target_={target}: no such module {module!r}')
-    for warning in checks.check(OmegaConf.to_container(cfg, resolve=True)):  # DP's assumptions
-        print(f'fedlab: warning: {warning}', file=sys.stderr)
-    num_clients = cfg.data.get('num_clients')
-    if isinstance(num_clients, int) and cfg.clients_per_round > num_clients:
-        raise FedlabError(
-            f'clients_per_round={cfg.clients_per_round} is larger than the population: data.num_clients={num_clients}'
-        )
-    for key in PATH_KEYS:
-        value = cfg.data.get(key) if not OmegaConf.is_missing(cfg.data, key) else None
-        if key != 'cache_dir' and value is not None:
-            path = pathlib.Path(to_absolute_path(os.path.expanduser(str(value))))
-            if not path.exists():
-                raise FedlabError(f'data.{key}={value}: no such file or directory')
-    combinations.check(OmegaConf.to_container(cfg, resolve=True))  # what fits together (fedlab.algorithms)
-    learning_rates(cfg)  # the schedules check their own values
-    efficiency.settings(OmegaConf.to_container(cfg, resolve=True))  # rounds per call, packed clients
-    instantiate(cfg.runtime).check(client_inputs=cfg.client_inputs)  # runtime=remote: workers, client inputs
+    """The checks that need no data and no TensorFlow, so that bad input is reported in a second: the config's
+    (fedlab.config.checks), then the run directory's (a resume, a checkpoint of another config)."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    config_checks.check_before_tensorflow(config)
     if cfg.resume is not None and not (run_dir / 'checkpoints').is_dir():
         raise FedlabError(f'resume={cfg.resume}: no fedlab run with checkpoints there')
     if cfg.task.name == 'train':
-        checkpoints.CheckpointStore(run_dir / 'checkpoints').resumable_round(_identity(cfg))
+        checkpoints.CheckpointStore(run_dir / 'checkpoints').resumable_round(identity.run_identity(config))
 
 
 @hydra.main(version_base='1.3', config_path='pkg://fedlab.conf', config_name='config')

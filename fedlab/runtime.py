@@ -74,8 +74,17 @@ class RemoteRuntime:
     @contextlib.contextmanager
     def activate(self, *, client_inputs: str) -> Iterator[None]:
         """Within the block, this thread's TFF computations run on the workers (raises WorkerLost if one is
-        unreachable)."""
-        from fedlab.tff_internals import remote_context  # TFF's internals, checked against the installed TFF
+        unreachable). Refused (FedlabError) on any other TFF than the one fedlab's remote context is built for
+        (fedlab.tff_internals.version_gate): it rests on how that TFF works inside (see remote_context)."""
+        from fedlab.tff_internals import version_gate
+
+        if not version_gate.supported():
+            raise FedlabError(
+                f'runtime=remote needs TFF {version_gate.SUPPORTED_TFF} (its remote context is built on that TFF\'s '
+                f'internals), and TFF {version_gate.installed_tff()} is installed: use runtime=local, or install TFF '
+                f'{version_gate.SUPPORTED_TFF}'
+            )
+        from fedlab.tff_internals import remote_context  # TFF's internals, behind the gate above
 
         print(
             f'runtime=remote: {len(self.workers)} TFF worker(s) {", ".join(self.workers)}; each round\'s clients are'

@@ -66,7 +66,8 @@ def test_centralized_simple_cnn_learns_the_digits(tmp_path):
 
 def test_cifar_shaped_data_with_cifar_cnn_learns(tmp_path):
     """`data=cifar10 model=cifar_cnn task=centralized` without the 170 MB download: 32x32x3 clients whose label is
-    written in the red channel's brightness under noise, so that a model that learns separates them."""
+    written under noise as the position of a bright band in the red channel, so that a model that learns separates
+    them. Deterministic: seeded data, model init and shuffle."""
     import numpy as np
 
     from fedlab import models
@@ -79,17 +80,22 @@ def test_cifar_shaped_data_with_cifar_cnn_learns(tmp_path):
         for i in range(4):
             labels = rng.integers(0, 10, n)
             pixels = rng.random((n, 32, 32, 3), dtype=np.float32) * 0.2
-            pixels[..., 0] += labels[:, None, None] / 12
+            for pixel, label in zip(pixels, labels):
+                pixel[3 * label : 3 * label + 3, :, 0] += 0.5  # rows 3y..3y+2 of the red channel
             arrays[f'c{i}'] = (pixels, labels)
         return arrays
 
     data = FederatedData(name='cifar-shaped', train=client_data_from_arrays(clients(40)),
                          test=client_data_from_arrays(clients(10)), image_shape=(32, 32, 3), num_classes=10)  # fmt: skip
-    model = models.build_keras_model('cifar_cnn', data.image_shape, data.num_classes)
-    config = centralized.CentralizedConfig(epochs=6, learning_rate=0.1, momentum=0.9)
+    model = models.build_keras_model('cifar_cnn', data.image_shape, data.num_classes, seed=0)
+    # Step 0.02 with momentum 0.9. The former 0.1 (an effective step of 1.0) made this net diverge or oscillate:
+    # final accuracy 0.025-0.30 over model seeds, and it changed with the number of intra-op threads.
+    config = centralized.CentralizedConfig(epochs=6, learning_rate=0.02, momentum=0.9, seed=0)
     outputs = centralized.train_and_evaluate(data, model, tmp_path, config=config)
     assert outputs.rounds_completed == 6 and outputs.final_eval['eval']['examples'] == 40
     rows = tables.read_rows(tmp_path / 'metrics.csv')
-    assert float(rows[-1]['train_loss']) < float(rows[0]['train_loss'])
-    assert outputs.final_eval['eval']['accuracy'] > 0.3  # chance is 0.1
+    losses = [float(r['train_loss']) for r in rows]
+    assert losses[-1] < losses[0] / 2, losses  # measured 2.30 -> 0.22
+    # Measured 1.0 here (0.875-1.0 over model seeds 0-4, shuffle seeds 0-2, 1 or 2 threads); chance is 0.1.
+    assert outputs.final_eval['eval']['accuracy'] > 0.7
     assert (tmp_path / centralized.CURVES_PNG).stat().st_size > 10_000

@@ -353,7 +353,7 @@ def test_a_killed_worker_is_replayed_to_the_same_metrics(tmp_path, monkeypatch):
     cli.train(compose_config([*overrides, *BOTH]), tmp_path / 'packed_before')  # an executor for 2 client groups
     monkeypatch.setattr(resident_state, 'REPLAY_CALLS', 3)
     replayed, killed = [], []
-    original_replay, original_record = resident_state.ResidentCaller._replay, recorder.RunRecorder.record
+    original_replay, original_record = resident_state.ResidentCaller._replay, recorder.RunRecorder.on_round_end
 
     def replay(self):
         replayed.append(self.calls_since_fetch)
@@ -370,7 +370,7 @@ def test_a_killed_worker_is_replayed_to_the_same_metrics(tmp_path, monkeypatch):
                 time.sleep(0.05)
 
     monkeypatch.setattr(resident_state.ResidentCaller, '_replay', replay)
-    monkeypatch.setattr(recorder.RunRecorder, 'record', record)
+    monkeypatch.setattr(recorder.RunRecorder, 'on_round_end', record)
     cli.train(compose_config([*overrides, *RESIDENT]), tmp_path / 'resident')
     assert len(killed) == 1 and replayed == [2], (killed, replayed)  # rounds 4-5 replayed from round 3's state
     assert (tmp_path / 'resident' / 'metrics.csv').read_text() == (tmp_path / 'plain' / 'metrics.csv').read_text()

@@ -130,11 +130,15 @@ def test_dp_setups_that_hold_pass_and_doubtful_ones_warn():
     assert len(warnings) == 1 and 'without noise' in warnings[0]
     warnings = checks.check(_values([*DP, 'aggregator.noise_multiplier=0.95']))  # 0.95 < 1.0, but 3.2x the noise
     assert len(warnings) == 1 and 'x the noise' in warnings[0]
-    # The server optimizer group (issue 11) may not exist yet: read wherever it is, as a name or a _target_.
-    for optimizer in [{'_target_': 'fedlab.optimizers.adam', 'learning_rate': 0.01}, 'yogi']:
+    # fedlab's server optimizers as fedlab.config.components marks them; one's own (or a bare name) by its name.
+    for overrides in (['server_optimizer=adam'], ['server_optimizer=adagrad']):
+        warnings = checks.check(_values([*DP, *overrides]))
+        assert len(warnings) == 1 and 'server SGD with momentum' in warnings[0]
+    assert checks.check(_values([*DP, 'server_optimizer=sgd', 'server_momentum=0.9'])) == []
+    for optimizer in [{'_target_': 'mine.optimizers.adam', 'learning_rate': 0.01}, 'yogi']:
         warnings = checks.check({**_values(DP), 'server_optimizer': optimizer})
         assert len(warnings) == 1 and 'server SGD with momentum' in warnings[0]
-    assert checks.check({**_values(DP), 'server_optimizer': {'_target_': 'fedlab.optimizers.sgdm'}}) == []
+    assert checks.check({**_values(DP), 'server_optimizer': {'_target_': 'mine.optimizers.sgdm'}}) == []
 
 
 def test_dp_with_fixed_sampling_exits_2_in_one_line_before_tensorflow(tmp_path):

@@ -10,7 +10,9 @@ import time
 import uuid
 
 import pytest
+from omegaconf import OmegaConf
 
+from fedlab.config import identity
 from fedlab.record import checkpoints
 from fedlab import cli
 from fedlab.errors import FedlabError, TrainingDiverged
@@ -72,7 +74,7 @@ def bad_inputs(tmp_path_factory):
     _write_leaf(tmp / 'corrupt', '{"users": ["w0"], "num_samples": [1], "user_data": {')
     _write_leaf(tmp / 'empty_client', _leaf_json([0], [], []))
     other = compose_config(['client_lr=0.5'])
-    _fake_checkpoint(tmp / 'other_run', cli._identity(other))
+    _fake_checkpoint(tmp / 'other_run', identity.run_identity(OmegaConf.to_container(other, resolve=True)))
     return tmp
 
 

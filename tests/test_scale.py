@@ -16,6 +16,7 @@ import time
 import numpy as np
 import pytest
 
+from fedlab.config import identity
 from fedlab.system import scratch_dirs
 from fedlab.fast_paths import shards
 from fedlab.errors import FedlabError
@@ -511,11 +512,14 @@ def test_bad_scale_keys_are_refused_before_tensorflow(overrides, message):
 
 
 def test_resuming_ignores_where_files_go():
-    from fedlab import cli
+    from omegaconf import OmegaConf
 
-    a = cli._identity(compose_config(['shard_dir=/a', 'shard_budget_mb=100', 'data_cache=/x']))
-    b = cli._identity(compose_config(['shard_dir=/b', 'shard_budget_mb=200', 'data_cache=null']))
-    assert a == b and a != cli._identity(compose_config(['eval_clients=5']))
+    def run_identity(overrides):
+        return identity.run_identity(OmegaConf.to_container(compose_config(overrides), resolve=True))
+
+    a = run_identity(['shard_dir=/a', 'shard_budget_mb=100', 'data_cache=/x'])
+    b = run_identity(['shard_dir=/b', 'shard_budget_mb=200', 'data_cache=null'])
+    assert a == b and a != run_identity(['eval_clients=5'])
 
 
 # -- Slow: a real-size population. --

@@ -7,6 +7,7 @@ import subprocess
 import pytest
 
 from fedlab.run import worker_processes
+from fedlab.tff_internals import worker_launch
 
 
 def _fake_worker(tmp_path):
@@ -45,7 +46,7 @@ def test_tffs_worker_starts_in_a_session_of_its_own():
     import tensorflow_federated as tff
 
     worker_processes.stop_workers()  # one an earlier test may have started before shielding
-    worker_processes.shield_workers_from_terminal_signals()
+    worker_launch.shield_workers_from_terminal_signals()
     assert tff.tensorflow.computation(lambda: tf.constant(1))() == 1  # starts the worker if none runs yet
     (pid,) = [p for p in worker_processes.child_workers()]
     assert os.getsid(pid) == pid != os.getsid(0)

@@ -9,11 +9,15 @@ Every builder takes the model function and the optimizers it needs positionally 
 `model_aggregator` (a weighted or an unweighted `tff.aggregators` factory), `weighting`, `client_inputs`
 (`dataset`: TFF's own builder; `tensors` / `shards`: fedlab's client work in `client_work`, composed by
 `composition`) and `batch_size`. The other modules: `optimizers` (what the optimizer config groups name),
-`schedules` (learning rates per round), `combinations` (what fits together, checked before TensorFlow loads),
-`aggregation` (weighting and the two kinds of aggregation factory).
+`schedules` (learning rates per round), `aggregation` (weighting and the two kinds of aggregation factory), and
+`templates` (the client work, its composition and packed rounds of the fast paths).
 
-This package's __init__, `combinations` and `schedules` import no TensorFlow: the CLI checks a config with
-them before TensorFlow loads.
+What the checks before TensorFlow know of each builder (packable, client training, DP coverage, ...) is its row
+in fedlab.config.components: a new algorithm is its module here, its yaml file under conf/algorithm/, that row,
+and its client work in templates/client_work.py if it runs on client_inputs=shards or tensors.
+
+This package's __init__ and `schedules` import no TensorFlow: the CLI checks a config with them before TensorFlow
+loads.
 """
 
 # Client weighting (the `weighting` key): by example count, or 1 per client (what unweighted aggregators need).

@@ -23,20 +23,21 @@ def build_fed_avg(
 ) -> tff.learning.templates.LearningProcess:
     """`client_inputs='dataset'`: TFF's `build_weighted_fed_avg` (or `build_unweighted_fed_avg` for an
     unweighted `model_aggregator`); `'tensors'` / `'shards'`: the same maths on fedlab's fast client work."""
-    inputs = composition.checked_inputs(
-        client_inputs, batch_size, weighting=weighting, model_aggregator=model_aggregator, packed=pack_clients
-    )
-    if inputs is None:
+
+    def tff_builder():
         if aggregation.is_unweighted(model_aggregator):
             return tff.learning.algorithms.build_unweighted_fed_avg(
                 model_fn, client_optimizer, server_optimizer, model_aggregator=model_aggregator
             )
         return tff.learning.algorithms.build_weighted_fed_avg(
-            model_fn,
-            client_optimizer,
-            server_optimizer,
-            client_weighting=aggregation.client_weighting(weighting),
-            model_aggregator=model_aggregator,
-        )
-    work = client_work.build_model_delta_client_work(model_fn, client_optimizer, inputs, weighting=weighting)
-    return composition.compose(model_fn, work, aggregation.as_weighted(model_aggregator), server_optimizer)
+            model_fn, client_optimizer, server_optimizer,
+            client_weighting=aggregation.client_weighting(weighting), model_aggregator=model_aggregator,
+        )  # fmt: skip
+
+    def fast_client_work(inputs):
+        return client_work.build_model_delta_client_work(model_fn, client_optimizer, inputs, weighting=weighting)
+
+    return composition.build_process(
+        model_fn, server_optimizer, tff_builder, fast_client_work, client_inputs=client_inputs, batch_size=batch_size,
+        weighting=weighting, model_aggregator=model_aggregator, pack_clients=pack_clients,
+    )  # fmt: skip

@@ -37,10 +37,8 @@ def build_fed_prox(
     """FedProx with proximal strength `mu` >= 0 (0 is FedAvg, the same computation as `build_fed_avg`)."""
     if not mu >= 0:
         raise FedlabError(f'algorithm.mu={mu} is not allowed: the proximal strength mu must be >= 0')
-    inputs = composition.checked_inputs(
-        client_inputs, batch_size, weighting=weighting, model_aggregator=model_aggregator, packed=pack_clients
-    )
-    if inputs is None:
+
+    def tff_builder():
         if mu > 0:
             raise FedlabError(
                 f'algorithm=fedprox with algorithm.mu={mu} runs on client_inputs=shards or tensors: {TFF_SIGN_NOTE}'
@@ -50,14 +48,16 @@ def build_fed_prox(
                 model_fn, 0.0, client_optimizer, server_optimizer, model_aggregator=model_aggregator
             )
         return tff.learning.algorithms.build_weighted_fed_prox(
-            model_fn,
-            0.0,
-            client_optimizer,
-            server_optimizer,
-            client_weighting=aggregation.client_weighting(weighting),
-            model_aggregator=model_aggregator,
+            model_fn, 0.0, client_optimizer, server_optimizer,
+            client_weighting=aggregation.client_weighting(weighting), model_aggregator=model_aggregator,
+        )  # fmt: skip
+
+    def fast_client_work(inputs):
+        return client_work.build_model_delta_client_work(
+            model_fn, client_optimizer, inputs, weighting=weighting, proximal_strength=float(mu)
         )
-    work = client_work.build_model_delta_client_work(
-        model_fn, client_optimizer, inputs, weighting=weighting, proximal_strength=float(mu)
-    )
-    return composition.compose(model_fn, work, aggregation.as_weighted(model_aggregator), server_optimizer)
+
+    return composition.build_process(
+        model_fn, server_optimizer, tff_builder, fast_client_work, client_inputs=client_inputs, batch_size=batch_size,
+        weighting=weighting, model_aggregator=model_aggregator, pack_clients=pack_clients,
+    )  # fmt: skip

@@ -23,10 +23,8 @@ def build_fed_sgd(
 ) -> tff.learning.templates.LearningProcess:
     """`client_inputs='dataset'`: TFF's `build_fed_sgd`, which weights clients by example count; uniform
     weighting there needs an unweighted aggregator (the weighted mean is swapped for the unweighted one)."""
-    inputs = composition.checked_inputs(
-        client_inputs, batch_size, weighting=weighting, model_aggregator=model_aggregator, packed=pack_clients
-    )
-    if inputs is None:
+
+    def tff_builder():
         factory = model_aggregator
         if weighting == UNIFORM and not aggregation.is_unweighted(factory):
             # All weights 1 make the weighted mean the unweighted one; other weighted factories would see
@@ -42,5 +40,11 @@ def build_fed_sgd(
         return tff.learning.algorithms.build_fed_sgd(
             model_fn, server_optimizer_fn=server_optimizer, model_aggregator=factory
         )
-    work = client_work.build_gradient_client_work(model_fn, inputs, weighting=weighting)
-    return composition.compose(model_fn, work, aggregation.as_weighted(model_aggregator), server_optimizer)
+
+    def fast_client_work(inputs):
+        return client_work.build_gradient_client_work(model_fn, inputs, weighting=weighting)
+
+    return composition.build_process(
+        model_fn, server_optimizer, tff_builder, fast_client_work, client_inputs=client_inputs, batch_size=batch_size,
+        weighting=weighting, model_aggregator=model_aggregator, pack_clients=pack_clients,
+    )  # fmt: skip

@@ -9,7 +9,7 @@ import collections
 import tensorflow_federated as tff
 
 from fedlab.algorithms import aggregation
-from fedlab.algorithms.templates import client_work, composition
+from fedlab.algorithms.templates import algorithm_state, client_work, composition
 from fedlab.algorithms.aggregation import NUM_EXAMPLES, AggregationFactory
 from fedlab.models import ModelFn
 
@@ -29,38 +29,35 @@ def build_mime_lite(
     TFF's `build_weighted_mime_lite` (`build_unweighted_mime_lite` when both aggregators are unweighted). The
     process's hyper-parameters include the base optimizer's (TFF's own omit them):
     `get_hparams(state)['client_work']['learning_rate']` is the client learning rate."""
-    aggregation.check_weighting(weighting, model_aggregator)
     aggregation.check_weighting(weighting, full_gradient_aggregator, role='full_gradient_aggregator')
-    inputs = composition.fast_inputs(client_inputs, batch_size)
-    if inputs is not None:
-        work = client_work.build_mime_lite_client_work(
-            model_fn,
-            client_optimizer,
-            inputs,
-            weighting=weighting,
+
+    def tff_builder():
+        factories = (model_aggregator, full_gradient_aggregator)
+        unweighted = [f is not None and aggregation.is_unweighted(f) for f in factories]
+        if any(unweighted) and all(u or f is None for u, f in zip(unweighted, factories)):
+            process = tff.learning.algorithms.build_unweighted_mime_lite(
+                model_fn, client_optimizer, server_optimizer,
+                model_aggregator=model_aggregator, full_gradient_aggregator=full_gradient_aggregator,
+            )  # fmt: skip
+        else:
+            process = tff.learning.algorithms.build_weighted_mime_lite(
+                model_fn, client_optimizer, server_optimizer,
+                client_weighting=aggregation.client_weighting(weighting),
+                model_aggregator=aggregation.as_weighted(model_aggregator),
+                full_gradient_aggregator=aggregation.as_weighted(full_gradient_aggregator),
+            )  # fmt: skip
+        return _with_base_optimizer_hparams(process, client_optimizer)
+
+    def fast_client_work(inputs):
+        return client_work.build_mime_lite_client_work(
+            model_fn, client_optimizer, inputs, weighting=weighting,
             full_gradient_aggregator=aggregation.as_weighted(full_gradient_aggregator),
-        )
-        return composition.compose(model_fn, work, aggregation.as_weighted(model_aggregator), server_optimizer)
-    factories = (model_aggregator, full_gradient_aggregator)
-    unweighted = [f is not None and aggregation.is_unweighted(f) for f in factories]
-    if any(unweighted) and all(u or f is None for u, f in zip(unweighted, factories)):
-        process = tff.learning.algorithms.build_unweighted_mime_lite(
-            model_fn,
-            client_optimizer,
-            server_optimizer,
-            model_aggregator=model_aggregator,
-            full_gradient_aggregator=full_gradient_aggregator,
-        )
-    else:
-        process = tff.learning.algorithms.build_weighted_mime_lite(
-            model_fn,
-            client_optimizer,
-            server_optimizer,
-            client_weighting=aggregation.client_weighting(weighting),
-            model_aggregator=aggregation.as_weighted(model_aggregator),
-            full_gradient_aggregator=aggregation.as_weighted(full_gradient_aggregator),
-        )
-    return _with_base_optimizer_hparams(process, client_optimizer)
+        )  # fmt: skip
+
+    return composition.build_process(
+        model_fn, server_optimizer, tff_builder, fast_client_work, client_inputs=client_inputs, batch_size=batch_size,
+        weighting=weighting, model_aggregator=model_aggregator,
+    )  # fmt: skip
 
 
 def _with_base_optimizer_hparams(
@@ -69,7 +66,6 @@ def _with_base_optimizer_hparams(
     """TFF's Mime Lite process with the base optimizer's hyper-parameters (kept in its client work state as
     `(optimizer state, aggregator state)`) exposed through get_hparams / set_hparams, as the fast path does."""
     state_type = process.initialize.type_signature.result.member
-    state_cls = tff.learning.templates.LearningAlgorithmState
 
     @tff.tensorflow.computation(state_type)
     def get_hparams_fn(state):
@@ -85,9 +81,7 @@ def _with_base_optimizer_hparams(
         )
         optimizer_state, aggregator_state = state.client_work
         client_work_state = (base_optimizer.set_hparams(optimizer_state, hparams['client_work']), aggregator_state)
-        return state_cls(
-            state.global_model_weights, state.distributor, client_work_state, state.aggregator, state.finalizer
-        )
+        return algorithm_state(state, client_work=client_work_state)
 
     return tff.learning.templates.LearningProcess(
         process.initialize,

@@ -12,16 +12,14 @@
                                 core); 1: clients or groups run in parallel, one per core, without handing each
                                 small op to other threads (fedlab.run.worker_processes). Not with runtime=remote.
 
-No TensorFlow here: the CLI checks these keys before TensorFlow loads.
+What applies to which aggregator, algorithm and runtime (linear, packable, DP, local-only, remote) is read from
+fedlab.config.components. No TensorFlow here: the CLI checks these keys before TensorFlow loads.
 """
 
 import dataclasses
 
+from fedlab.config import components
 from fedlab.errors import FedlabError
-
-_MEAN = 'fedlab.aggregators.mean'
-_SECURE = 'fedlab.aggregators.secure'
-_PACKABLE_ALGORITHMS = ('fedavg', 'fedprox', 'fedsgd')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,8 +42,6 @@ class Efficiency:
 def settings(config: dict) -> Efficiency:
     """The efficiency settings of the resolved config (plain containers), with what does not apply to this run
     turned off (and said in `notes`). Raises FedlabError for a bad value."""
-    from fedlab.config import combinations
-
     node = config.get('efficiency') or {}
     unknown = sorted(set(node) - {'rounds_per_call', 'pack_clients', 'resident_state', 'intra_op_threads'})
     if unknown:
@@ -72,29 +68,36 @@ def settings(config: dict) -> Efficiency:
             raise FedlabError(f'efficiency.{key}={value} is not allowed: it must be true or false')
 
     notes = []
-    aggregator = (config.get('aggregator') or {}).get('_target_', '')
-    runtime = (config.get('runtime') or {}).get('_target_', '')
-    if runtime.endswith('RemoteRuntime'):
+    aggregator = components.of_config(config, 'aggregator')  # None: one's own (not linear, not DP)
+    runtime = components.of_config(config, 'runtime')
+    if runtime is not None and runtime.remote:
         if rounds_per_call > 1 or pack_clients or resident_state:
-            notes.append('runtime=remote: one round and one client per TFF call (each call is split among the workers)')
+            notes.append(
+                f'runtime={runtime.name}: one round and one client per TFF call (each call is split among the workers)'
+            )
         if intra_op_threads is not None:
             notes.append('intra_op_threads: the remote workers\' own (set TF_NUM_INTRAOP_THREADS where they start)')
         return Efficiency(notes=tuple(notes))
-    if aggregator == _SECURE and (rounds_per_call > 1 or resident_state):
-        notes.append('rounds_per_call: 1, resident_state: off with aggregator=secure (TFF\'s test context runs it)')
+    if aggregator is not None and aggregator.local_only and (rounds_per_call > 1 or resident_state):
+        notes.append(
+            f'rounds_per_call: 1, resident_state: off with aggregator={aggregator.name} (TFF\'s test context runs it)'
+        )
         rounds_per_call, resident_state = 1, False
-    if resident_state and aggregator.rpartition('.')[2] in ('dp', 'dp_fixed'):
+    if resident_state and aggregator is not None and aggregator.dp:
         notes.append('resident_state: off with DP (TFF draws the noise unseeded: a replay after a worker restart '
                      'would not repeat it)')  # fmt: skip
         resident_state = False
     if pack_clients:
-        algorithm = combinations.algorithm_name(config)
+        algorithm = components.of_config(config, 'algorithm')  # None: one's own
         reason = None
-        if aggregator != _MEAN:
-            name = aggregator.rpartition('.')[2] or 'this aggregator'
-            reason = f'aggregator={name} treats each client\'s update on its own (only mean is linear in them)'
-        elif algorithm not in _PACKABLE_ALGORITHMS:
-            reason = f'algorithm={algorithm or "of your own"} (only fedavg, fedprox and fedsgd pack clients)'
+        if aggregator is None or not aggregator.linear:
+            name = components.name_of(config, 'aggregator', 'this aggregator')
+            linear = components.listed(components.rows('aggregator', linear=True), 'and')
+            reason = f'aggregator={name} treats each client\'s update on its own (only {linear} is linear in them)'
+        elif algorithm is None or not algorithm.packable:
+            name = algorithm.name if algorithm else 'of your own'
+            packable = components.listed(components.rows('algorithm', packable=True), 'and')
+            reason = f'algorithm={name} (only {packable} pack clients)'
         elif config.get('client_inputs') == 'dataset':
             reason = 'client_inputs=dataset (packing needs shards or tensors)'
         if reason:

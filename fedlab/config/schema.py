@@ -53,23 +53,6 @@ class RunConfig:
     shard_budget_mb: int = 1024
 
 
-# Keys that say where files go or how much room they may take, not what is computed: a run resumes across
-# changes of these (see `without_locations`).
-WHERE_NOT_WHAT = ('data_cache', 'shard_dir', 'shard_budget_mb', 'data.array_cache')
-
-
-def without_locations(config: dict) -> dict:
-    """`config` (a plain dict) without the `WHERE_NOT_WHAT` keys."""
-    for dotted in WHERE_NOT_WHAT:
-        *parents, key = dotted.split('.')
-        node = config
-        for parent in parents:
-            node = node.get(parent) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            node.pop(key, None)
-    return config
-
-
 def register() -> None:
     """Registers the schema and the `if_null` resolver that config.yaml uses (once per process)."""
     ConfigStore.instance().store(name=SCHEMA_NAME, node=RunConfig)

@@ -20,6 +20,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from fedlab.tff_internals import version_gate
+
 
 @dataclasses.dataclass(frozen=True)
 class PlannedRound:
@@ -58,10 +60,12 @@ class RoundBlocks:
 
     def __init__(self, process: tff.learning.templates.LearningProcess, *, resident: bool = False):
         """`resident`: the state stays in TFF's worker between calls (fedlab.tff_internals.resident_state); `next` then takes
-        and returns a handle, which `fetch` turns into the state."""
+        and returns a handle, which `fetch` turns into the state. Where that cannot be (another TFF than
+        fedlab.tff_internals.version_gate's, whose one warning says so; a context other than TFF's local one), the
+        blocks are plain calls with the state in Python, and `resident` is False."""
         self._process = process
         self._resident = None
-        if resident:
+        if resident and version_gate.supported():
             from fedlab.tff_internals import resident_state
 
             self._resident = resident_state.ResidentCaller() if resident_state.available() else None

@@ -1,6 +1,6 @@
 """The data side of fedlab's fast client paths: each client's batch stream as tensors, or read from a shard
 file, instead of a tf.data.Dataset. The algorithms' client work on these inputs lives in
-`fedlab.algorithms.templates.client_work`.
+`fedlab.algorithms.templates.client_work`, the loop over their batches in `fedlab.algorithms.templates.local_training`.
 
 Profiled: a TFF client call that receives a `tf.data.Dataset` spends most of its time in the worker
 serialising and rebuilding the dataset graph (about 30 ms per client vs about 1 ms for tensors), which
@@ -101,15 +101,4 @@ def model_types(model_fn: ModelFn) -> ModelTypes:
             model.input_spec,
             tff.learning.models.weights_type_from_model(model),
         )
-
-
-def num_batches(data, batch_size: int) -> tf.Tensor:
-    return (tf.shape(data['y'])[0] + batch_size - 1) // batch_size
-
-
-def batch(data, i: tf.Tensor, batch_size: int) -> collections.OrderedDict:
-    """Batch `i` of a batch stream held as tensors (the last one may be smaller)."""
-    start = i * batch_size
-    return collections.OrderedDict((key, value[start : start + batch_size]) for key, value in data.items())
-
 

@@ -1,20 +1,19 @@
 """Differential privacy's assumptions, checked before TensorFlow loads, and what the accountant of a run needs.
 
 Pure Python (no numpy, no TensorFlow): `check` runs from the CLI's check_before_tensorflow, on the resolved config
-as plain dicts. The accountant itself is fedlab.privacy.accounting.
+as plain dicts. The accountant itself is fedlab.privacy.accounting. Which aggregators are DP (and how they clip),
+unweighted or local-only, which sampler is Poisson and which runtime remote is read from fedlab.config.components.
 """
 
 import dataclasses
 
+from fedlab.config import components
 from fedlab.errors import FedlabError
 
-# aggregator _target_ -> how it clips (fedlab.aggregators.dp / dp_fixed)
-DP_AGGREGATORS = {'fedlab.aggregators.dp': 'adaptive', 'fedlab.aggregators.dp_fixed': 'fixed'}
-POISSON_SAMPLER = 'fedlab.sampling.poisson'
-SECURE_AGGREGATOR = 'fedlab.aggregators.secure'
 ACCOUNTANTS = ('rdp', 'pld')
 AMPLIFICATIONS = ('poisson', 'none')
 # Server optimizers that rescale each coordinate by its history: TFF's DP guidance is server SGD with momentum.
+# fedlab's own are marked `adaptive` in fedlab.config.components; these names catch one's own (or a bare name).
 ADAPTIVE_OPTIMIZERS = ('adam', 'adagrad', 'yogi', 'rmsprop', 'adafactor', 'lamb', 'lars')
 # TFF's default stddev of the noised count of unclipped clients, as a fraction of clients per round
 # (DifferentiallyPrivateFactory.gaussian_adaptive).
@@ -60,12 +59,9 @@ def adaptive_noise_split(noise_multiplier: float, clipped_count_stddev: float) -
 
 
 def _aggregator(values: dict) -> tuple[str | None, dict]:
-    aggregator = values.get('aggregator') or {}
-    return DP_AGGREGATORS.get(aggregator.get('_target_')), aggregator
-
-
-def _name(section: dict) -> str:
-    return str(section.get('_target_') or '').rpartition('.')[2] or '?'
+    """How the aggregator clips if it is DP ('adaptive', 'fixed'; None: not DP or one's own), and its keys."""
+    component = components.of_config(values, 'aggregator')
+    return (component.dp if component is not None else None), values.get('aggregator') or {}
 
 
 def _privacy_keys(values: dict) -> dict:
@@ -74,12 +70,18 @@ def _privacy_keys(values: dict) -> dict:
     return keys
 
 
-def _server_optimizer(values: dict) -> str:
-    """The server optimizer's name, wherever the config keeps it (a `server_optimizer` group or key)."""
+def _server_optimizer(values: dict) -> tuple[str, bool]:
+    """The server optimizer as a message names it, wherever the config keeps it (a `server_optimizer` group or key),
+    and whether it is adaptive: fedlab's own as the table says, one's own (or a bare name) by its name."""
     optimizer = values.get('server_optimizer')
     if isinstance(optimizer, dict):
-        return ' '.join(str(optimizer.get(k) or '') for k in ('name', '_target_', 'optimizer')).strip()
-    return str(optimizer or '')
+        text = ' '.join(str(optimizer.get(k) or '') for k in ('name', '_target_', 'optimizer')).strip()
+    else:
+        text = str(optimizer or '')
+    component = components.of_config(values, 'server_optimizer')
+    if component is not None:
+        return text, component.adaptive
+    return text, any(adaptive in text.lower() for adaptive in ADAPTIVE_OPTIMIZERS)
 
 
 def check(values: dict) -> list[str]:
@@ -87,7 +89,7 @@ def check(values: dict) -> list[str]:
     keys = _privacy_keys(values)
     _check_privacy_keys(keys)
     clipping, aggregator = _aggregator(values)
-    _check_secure_runtime(values, aggregator)
+    _check_local_only(values)
     if clipping is None:
         return []
     _check_dp_keys(aggregator)
@@ -95,11 +97,12 @@ def check(values: dict) -> list[str]:
     warnings = []
     if clipping == 'adaptive':
         warnings += _adaptive_clipping_warnings(values, aggregator)
-    optimizer = _server_optimizer(values)
-    if any(adaptive in optimizer.lower() for adaptive in ADAPTIVE_OPTIMIZERS):
+    optimizer, adaptive = _server_optimizer(values)
+    if adaptive:
         warnings.append(
-            f'server optimizer {optimizer} with aggregator={_name(aggregator)}: TFF recommends server SGD with '
-            'momentum for DP (an adaptive optimizer rescales the noise coordinate by coordinate); epsilon is unchanged'
+            f'server optimizer {optimizer} with aggregator={components.name_of(values, "aggregator")}: TFF recommends '
+            'server SGD with momentum for DP (an adaptive optimizer rescales the noise coordinate by coordinate); '
+            'epsilon is unchanged'
         )
     return warnings
 
@@ -119,12 +122,14 @@ def _check_privacy_keys(keys: dict) -> None:
         raise FedlabError(f'privacy.delta={delta} is not allowed: privacy.delta must be a number in (0, 1) or null')
 
 
-def _check_secure_runtime(values: dict, aggregator: dict) -> None:
-    runtime = str((values.get('runtime') or {}).get('_target_') or '')
-    if aggregator.get('_target_') == SECURE_AGGREGATOR and runtime.endswith('RemoteRuntime'):
+def _check_local_only(values: dict) -> None:
+    """A local-only aggregator (secure: TFF's test context) with a remote runtime."""
+    aggregator = components.of_config(values, 'aggregator')
+    runtime = components.of_config(values, 'runtime')
+    if aggregator is not None and aggregator.local_only and runtime is not None and runtime.remote:
         raise FedlabError(
-            'aggregator=secure runs in TFF\'s test context on this machine\'s worker, which simulates the secure sums;'
-            ' remote workers cannot run them: use the local runtime'
+            f'aggregator={aggregator.name} runs in TFF\'s test context on this machine\'s worker, which simulates the '
+            'secure sums; remote workers cannot run them: use the local runtime'
         )
 
 
@@ -146,19 +151,21 @@ def _check_dp_keys(aggregator: dict) -> None:
 
 def _check_dp_assumptions(values: dict, keys: dict, aggregator: dict) -> None:
     """What the accountant's epsilon assumes: the exact sum, Poisson sampling, each client counted once."""
-    name = _name(aggregator)
+    name = components.name_of(values, 'aggregator')
     if aggregator.get('compression'):
         raise FedlabError(
             f'aggregator={name} with aggregator.compression=true: {DP_WITH_COMPRESSION}; DP runs with the exact sum'
         )
-    sampler = (values.get('sampling') or {}).get('_target_')
-    if keys['amplification'] == 'poisson' and sampler != POISSON_SAMPLER:
+    sampler = components.of_config(values, 'sampling')  # None: one's own, which the accountant cannot assume Poisson
+    if keys['amplification'] == 'poisson' and (sampler is None or not sampler.poisson):
         raise FedlabError(
-            f'aggregator={name} with sampling={_name(values.get("sampling") or {})}: the accountant assumes each '
+            f'aggregator={name} with sampling={components.name_of(values, "sampling")}: the accountant assumes each '
             'client joins each round independently (Poisson sampling, which is what makes epsilon small); choose '
             'sampling=poisson, or add privacy.amplification=none to account every round with q = 1'
         )
-    if values.get('weighting', 'uniform') != 'uniform':  # fedlab.algorithms' builders take unweighted factories
+    component = components.of_config(values, 'aggregator')
+    # fedlab.algorithms' builders take an unweighted factory as such: each client counts once
+    if component is not None and component.unweighted and values.get('weighting', 'uniform') != 'uniform':
         raise FedlabError(
             f'aggregator={name} is unweighted (each client counts once) and weighting={values["weighting"]} weights '
             'clients by examples: use weighting=uniform'

@@ -1,6 +1,8 @@
-"""Atomic checkpoints of the training state and the run's tables, with TFF's FileProgramStateManager."""
+"""Atomic checkpoints of the training state and the run's tables, with TFF's FileProgramStateManager: the store
+(`CheckpointStore`) and when a run uses it (`RoundCheckpoints`)."""
 
 import asyncio
+import dataclasses
 import json
 import os
 import pathlib
@@ -100,6 +102,72 @@ class CheckpointStore:
                 shutil.copy2(saved, run_dir / name)
             else:
                 (run_dir / name).unlink(missing_ok=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Committed:
+    round_num: int
+    state: object  # the training state after that round (None: before round 1, or kept in TFF's worker)
+
+
+class RoundCheckpoints:
+    """A run's checkpoints in `<run_dir>/checkpoints/`: the state after the last committed round, with the run's
+    `tables` (file names in `run_dir`) as they were then and its `config`; saved after every `every` rounds and the
+    last of `rounds` (`due_after`), and when the run ends (`save`)."""
+
+    def __init__(self, run_dir: pathlib.Path, *, rounds: int, every: int, config: dict, tables: list[str]):
+        self._run_dir = run_dir
+        self._store = CheckpointStore(run_dir / 'checkpoints')
+        self._rounds = rounds
+        self._every = every
+        self._config = config
+        self._tables = tables
+        self._committed = _Committed(0, None)
+
+    @property
+    def last_saved_round(self) -> int:
+        return self._store.latest_round()
+
+    @property
+    def committed_round(self) -> int:
+        return self._committed.round_num
+
+    def due_after(self, round_num: int) -> bool:
+        """Whether round `round_num` is checkpointed when it is committed (every `every`, the last)."""
+        return round_num == self._rounds or bool(self._every and round_num % self._every == 0)
+
+    def restore(self, round_num: int, structure):
+        """The state saved after `round_num` (in the structure of `structure`), with the tables put back as they were
+        then; that round is the committed one."""
+        state = self._store.load(round_num, structure)
+        self._store.restore_tables(round_num, self._run_dir, self._tables)
+        self._committed = _Committed(round_num, state)
+        return state
+
+    def commit(self, round_num: int, state) -> None:
+        """Round `round_num` is complete, with the state after it (None if it stayed in TFF's worker); saved if due."""
+        self._committed = _Committed(round_num, state)
+        if self.due_after(round_num):
+            self.save()
+
+    def attach(self, round_num: int, state) -> None:
+        """The state after committed round `round_num`, committed without it (kept in TFF's worker:
+        fedlab.tff_internals.resident_state) and fetched since; a checkpoint of that round is possible again."""
+        if self._committed.round_num == round_num and self._committed.state is None:
+            self._committed = _Committed(round_num, state)
+
+    def save(self) -> None:
+        """Checkpoints the committed round, unless it is saved already or its state is not in Python."""
+        committed = self._committed
+        # State None: a round inside a block of rounds (fedlab.fast_paths.round_blocks), whose state stayed in TFF's
+        # worker. Blocks end at checkpoint rounds; if the run stops inside one, it resumes from the last checkpoint.
+        if committed.state is not None and committed.round_num > self._store.latest_round():
+            self._store.save(
+                committed.round_num,
+                committed.state,
+                tables=[self._run_dir / table for table in self._tables],
+                config=self._config,
+            )
 
 
 def _fsync_tree(root: pathlib.Path) -> None:

@@ -1,4 +1,10 @@
-"""Communication ledger: the bits a TFF process sends each round, read from the computation it will run."""
+"""Communication ledger: the bits a TFF process sends each round, read from the computation it will run.
+
+`measure` walks the process's computation through TFF's public API (`tff.framework`'s building blocks and
+preorder walk, `tff`'s types and placements), so it needs no TFF internals. If that walk fails on another TFF than
+fedlab.tff_internals.version_gate's (its public API may have moved), the cost says it was not counted and why, in
+the run's one communication line, and the ledger's columns stay empty; on the gate's TFF a failure is raised.
+"""
 
 import dataclasses
 import logging
@@ -41,6 +47,15 @@ class CommunicationCost:
     transfers: tuple[Transfer, ...]
     raw_update_bits: int  # the model's trainable weights at their own dtypes: an uncompressed update
     largest_update_tensor: int  # elements in the largest trainable tensor
+    not_counted: str | None = None  # why the process could not be read (None: counted)
+
+    @classmethod
+    def uncounted(cls, why: str) -> 'CommunicationCost':
+        return cls(transfers=(), raw_update_bits=0, largest_update_tensor=0, not_counted=why)
+
+    @property
+    def counted(self) -> bool:
+        return self.not_counted is None
 
     def bits_per_client(self, direction: str) -> int:
         return sum(t.bits_per_client for t in self.transfers if t.direction == direction)
@@ -56,6 +71,8 @@ class CommunicationCost:
 
     def summary(self) -> dict:
         """The JSON form, for results.json."""
+        if not self.counted:
+            return {'not_counted': self.not_counted}
         return {
             'downlink_bits_per_client': self.bits_per_client(DOWNLINK),
             'uplink_bits_per_client': self.bits_per_client(UPLINK),
@@ -67,26 +84,26 @@ class CommunicationCost:
 
 def type_bits(type_spec) -> int:
     """Bits of a TFF type's value: elements x dtype width, summed over every tensor (placements see through)."""
-    from tensorflow_federated.python.core.impl.types import computation_types
+    import tensorflow_federated as tff
 
-    if isinstance(type_spec, computation_types.TensorType):
+    if isinstance(type_spec, tff.TensorType):
         if type_spec.shape is None or any(d is None for d in type_spec.shape):
             raise ValueError(f'cannot count the bits of a tensor of unknown shape: {type_spec}')
         return int(np.prod(type_spec.shape, dtype=np.int64)) * np.dtype(type_spec.dtype).itemsize * 8
-    if isinstance(type_spec, computation_types.FederatedType):
+    if isinstance(type_spec, tff.FederatedType):
         return type_bits(type_spec.member)
-    if isinstance(type_spec, computation_types.StructType):
+    if isinstance(type_spec, tff.StructType):
         return sum(type_bits(member) for member in type_spec.children())
     raise ValueError(f'cannot count the bits of {type_spec}')
 
 
 def _placed_parts(type_spec, placement) -> list:
     """The members of a (possibly nested struct) type that are placed at `placement`."""
-    from tensorflow_federated.python.core.impl.types import computation_types
+    import tensorflow_federated as tff
 
-    if isinstance(type_spec, computation_types.FederatedType):
+    if isinstance(type_spec, tff.FederatedType):
         return [type_spec] if type_spec.placement is placement else []
-    if isinstance(type_spec, computation_types.StructType):
+    if isinstance(type_spec, tff.StructType):
         return [part for member in type_spec.children() for part in _placed_parts(member, placement)]
     return []
 
@@ -99,43 +116,61 @@ def measure(process) -> CommunicationCost:
     _aggregate, secure sums). The argument types are what is actually sent: for an encoding aggregator they
     are the encoded tensors (e.g. 8-bit values bit-packed into int32), so any model or aggregator is counted
     from its own types. Intrinsics that stay in one placement (federated_map, _zip, _apply) move nothing.
+
+    On another TFF than the version gate's, a walk that fails returns `CommunicationCost.uncounted(why)`.
     """
-    from tensorflow_federated.python.core.impl.compiler import building_blocks, tree_analysis
-    from tensorflow_federated.python.core.impl.types import computation_types, placements
+    try:
+        return _measure(process)
+    except Exception as error:
+        from fedlab.tff_internals import version_gate
+
+        if version_gate.supported():
+            raise
+        first_line = (str(error).strip().splitlines() or [''])[0]
+        return CommunicationCost.uncounted(
+            f"TFF {version_gate.installed_tff()}'s public API did not let fedlab read the process "
+            f'({type(error).__name__}: {first_line})'
+        )
+
+
+def _measure(process) -> CommunicationCost:
+    import tensorflow_federated as tff
 
     transfers = []
 
     def visit(block):
-        if not isinstance(block, building_blocks.Intrinsic):
-            return
-        signature = block.type_signature
-        if not isinstance(signature, computation_types.FunctionType) or signature.parameter is None:
-            return
-        result = signature.result
-        if not isinstance(result, computation_types.FederatedType):
-            return
-        source, direction = (
-            (placements.SERVER, DOWNLINK) if result.placement is placements.CLIENTS else (placements.CLIENTS, UPLINK)
-        )
-        parts = _placed_parts(signature.parameter, source)
-        if sum(type_bits(p) for p in parts):  # e.g. an encoder's empty params struct moves nothing
-            value_type = parts[0] if len(parts) == 1 else computation_types.StructType(parts)
-            transfers.append(
-                Transfer(
-                    intrinsic=block.uri,
-                    direction=direction,
-                    bits_per_client=sum(type_bits(p) for p in parts),
-                    value_type=str(value_type),
-                )
-            )
+        if isinstance(block, tff.framework.Intrinsic):
+            transfer = _transfer(block)
+            if transfer is not None:
+                transfers.append(transfer)
+        return block, False  # a walk: nothing is transformed
 
-    tree_analysis.visit_preorder(process.next.to_building_block(), visit)
+    tff.framework.transform_preorder(process.next.to_building_block(), visit)
     trainable = process.get_model_weights.type_signature.result.trainable
     return CommunicationCost(
         transfers=tuple(transfers),
         raw_update_bits=type_bits(trainable),
         largest_update_tensor=max(int(np.prod(t.shape, dtype=np.int64)) for t in trainable.children()),
     )
+
+
+def _transfer(intrinsic) -> Transfer | None:
+    """What one intrinsic call moves between placements (None: nothing)."""
+    import tensorflow_federated as tff
+
+    signature = intrinsic.type_signature
+    if not isinstance(signature, tff.FunctionType) or signature.parameter is None:
+        return None
+    result = signature.result
+    if not isinstance(result, tff.FederatedType):
+        return None
+    source, direction = (tff.SERVER, DOWNLINK) if result.placement is tff.CLIENTS else (tff.CLIENTS, UPLINK)
+    parts = _placed_parts(signature.parameter, source)
+    bits = sum(type_bits(p) for p in parts)
+    if not bits:  # e.g. an encoder's empty params struct moves nothing
+        return None
+    value_type = parts[0] if len(parts) == 1 else tff.StructType(parts)
+    return Transfer(intrinsic=intrinsic.uri, direction=direction, bits_per_client=bits, value_type=str(value_type))
 
 
 def warn_if_compression_is_idle(cost: CommunicationCost, *, threshold: float = 1.05) -> bool:
@@ -169,9 +204,11 @@ class Ledger:
         self.cumulative_downlink_bits = 0
         self.cumulative_uplink_bits = 0
 
-    def round_values(self, round_num: int, client_ids: list[str]) -> dict[str, int]:
-        """The round's COLUMNS, for its participants; advances the cumulative totals."""
+    def round_values(self, round_num: int, client_ids: list[str]) -> dict[str, int | str]:
+        """The round's COLUMNS, for its participants; advances the cumulative totals. Empty if not counted."""
         del round_num  # every round of a process transmits the same per client
+        if not self.cost.counted:
+            return dict.fromkeys(COLUMNS, '')
         clients = len(client_ids)
         downlink = self.cost.bits_per_client(DOWNLINK)
         uplink = self.cost.bits_per_client(UPLINK)
@@ -193,7 +230,10 @@ class Ledger:
         self.cumulative_uplink_bits = int(row.get('cumulative_uplink_bits') or 0)
 
     def summary(self) -> dict:
-        """results.json's `communication`: per-client costs, every transfer and the cumulative totals."""
+        """results.json's `communication`: per-client costs, every transfer and the cumulative totals (not counted:
+        why)."""
+        if not self.cost.counted:
+            return self.cost.summary()
         return {
             **self.cost.summary(),
             'cumulative_downlink_bits': self.cumulative_downlink_bits,
@@ -201,7 +241,9 @@ class Ledger:
         }
 
     def describe(self) -> str:
-        """One line for the console: the per-client cost of a round."""
+        """One line for the console: the per-client cost of a round, or why it is not counted."""
+        if not self.cost.counted:
+            return f'communication per client and round: not counted: {self.cost.not_counted}'
         return (
             f'communication per client and round: downlink {_mib(self.cost.bits_per_client(DOWNLINK))}, '
             f'uplink {_mib(self.cost.bits_per_client(UPLINK))} '

@@ -1,13 +1,22 @@
-"""What a run writes: metrics.csv (a row per round), TensorBoard scalars per population, JSON files."""
+"""What a run writes each round: metrics.csv, timing.csv and clients.csv (a row per round each, `RoundTables`), and
+TensorBoard scalars per population (`TensorBoardView`, a view of metrics.csv)."""
 
 import csv
+import math
 import pathlib
+import shutil
+from typing import TYPE_CHECKING
 
 import tensorflow as tf
 
 from fedlab.record import ledger
 
+if TYPE_CHECKING:
+    from fedlab.run.observers import RoundResult
+
 METRICS = ('loss', 'accuracy', 'examples', 'batches')
+METRICS_CSV, TIMING_CSV, CLIENTS_CSV = 'metrics.csv', 'timing.csv', 'clients.csv'
+TABLES = [METRICS_CSV, TIMING_CSV, CLIENTS_CSV]
 # Timing lives in its own table so that metrics.csv is the same, byte for byte, for the same seed.
 TIMING_COLUMNS = ['round', 'train_seconds', 'eval_seconds']
 CLIENTS_COLUMNS = ['round', 'client_ids']
@@ -61,6 +70,49 @@ def read_rows(path: pathlib.Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+class RoundTables:
+    """A run's metrics.csv, timing.csv and clients.csv, opened for appending (see `CsvTable`): a row each per round,
+    committed or rolled back together."""
+
+    def __init__(self, run_dir: pathlib.Path, metrics_columns: list[str]):
+        self._run_dir = run_dir
+        self._tables = {
+            METRICS_CSV: CsvTable(run_dir / METRICS_CSV, metrics_columns),
+            TIMING_CSV: CsvTable(run_dir / TIMING_CSV, TIMING_COLUMNS),
+            CLIENTS_CSV: CsvTable(run_dir / CLIENTS_CSV, CLIENTS_COLUMNS),
+        }
+
+    @staticmethod
+    def remove(run_dir: pathlib.Path) -> None:
+        """Deletes the tables in `run_dir` (the rows of an earlier attempt that never reached a checkpoint)."""
+        for table in TABLES:
+            (run_dir / table).unlink(missing_ok=True)
+
+    def write(self, metrics_row: dict, result: 'RoundResult') -> None:
+        """The round's row of each table: `metrics_row` as it is, then the round's timing and clients."""
+        self._tables[METRICS_CSV].write(metrics_row)
+        self._tables[TIMING_CSV].write(
+            {'round': result.round_num, 'train_seconds': result.train_seconds, 'eval_seconds': result.eval_seconds}
+        )
+        self._tables[CLIENTS_CSV].write({'round': result.round_num, 'client_ids': ' '.join(result.client_ids)})
+
+    def commit(self) -> None:
+        for table in self._tables.values():
+            table.commit()
+
+    def roll_back(self) -> None:
+        for table in self._tables.values():
+            table.roll_back()
+
+    def metrics_rows(self) -> list[dict[str, str]]:
+        """metrics.csv's rows as written so far."""
+        return read_rows(self._run_dir / METRICS_CSV)
+
+    def close(self) -> None:
+        for table in self._tables.values():
+            table.close()
+
+
 class TensorBoardLogger:
     """One writer per population (train, eval, ...) with the same tags, so their curves overlay. A writer is made
     when its population is first written, so TensorBoard lists no empty runs."""
@@ -80,6 +132,63 @@ class TensorBoardLogger:
     def close(self) -> None:
         for writer in self._writers.values():
             writer.close()
+
+
+class TensorBoardView:
+    """The run's TensorBoard scalars in `log_dir`, a view of metrics.csv's rows: each of `populations`' metrics,
+    and each annotator's (recorder.RoundAnnotator) plottable columns in its run `tensorboard_run`, with `hparams` at
+    the root. `rebuild`
+    writes it anew from the rows (a resumed run, a round rolled back)."""
+
+    def __init__(
+        self,
+        log_dir: pathlib.Path,
+        *,
+        populations: list[str],
+        annotators: tuple,
+        hparams: dict[str, str | float | int | bool],
+    ):
+        self._log_dir = log_dir
+        self._populations = populations
+        self._annotators = annotators
+        self._hparams = hparams
+        self._logger: TensorBoardLogger | None = None
+
+    def rebuild(self, rows: list[dict[str, str]]) -> None:
+        self.close()
+        shutil.rmtree(self._log_dir, ignore_errors=True)
+        self._logger = TensorBoardLogger(self._log_dir)
+        write_hparams(self._log_dir, self._hparams)
+        for row in rows:
+            self.write_row(row)
+
+    def write_row(self, row: dict) -> None:
+        """A metrics.csv row (as written, or as read back)."""
+        round_num = int(row['round'])
+        for population in self._populations:
+            metrics = population_metrics(row, population)
+            if metrics:
+                self._logger.write(round_num, population, metrics)
+        for annotator in self._annotators:
+            values = {c: float(row[c]) for c in annotator.columns if _plottable(row.get(c))}
+            if values:
+                self._logger.write(round_num, annotator.tensorboard_run, values)
+
+    def write(self, round_num: int, population: str, metrics: dict[str, float]) -> None:
+        """Metrics that are not in metrics.csv (an evaluation of the final model)."""
+        self._logger.write(round_num, population, metrics)
+
+    def close(self) -> None:
+        if self._logger is not None:
+            self._logger.close()
+
+
+def _plottable(value) -> bool:
+    """A finite number: not empty, not a label (the privacy accountant's name), not an infinite epsilon."""
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
 
 
 def hparams_from_run_info(run_info: dict | None) -> dict[str, str | float | int | bool]:

@@ -1,15 +1,19 @@
 """fedlab-report's privacy part: accuracy against epsilon, from results.json and metrics.csv (no TensorFlow).
 
 Runs of a DP aggregator carry an `epsilon` column in metrics.csv and a `privacy` block in results.json
-(fedlab.privacy.accounting). fedlab.reporting.report groups runs that differ only by seed; epsilon is the same for every seed of a
-group (it depends on q, z, rounds and delta only), accuracy is the mean over the seeds.
+(fedlab.privacy.accounting). fedlab.reporting.runs groups runs that differ only by seed; epsilon is the same for every
+seed of a group (it depends on q, z, rounds and delta only), accuracy is the mean over the seeds.
+
+Below fedlab.reporting.report, which calls it; it never imports report.
 """
 
 import math
 import pathlib
-import statistics
+
+from fedlab.reporting import plots, stats
 
 COLUMNS = ['noise_multiplier', 'sampling_rate', 'delta', 'epsilon', 'epsilon_rdp', 'epsilon_pld', 'accountant']
+FIGURE = 'eval_accuracy_vs_epsilon.png'
 
 
 def _number(value) -> float | None:
@@ -40,11 +44,6 @@ def _format_epsilon(value) -> str:
     return '∞' if math.isinf(value) else f'{value:.3g}'
 
 
-def _mean(values: list) -> float | None:
-    values = [v for v in values if v is not None]
-    return statistics.fmean(values) if values else None
-
-
 def _best_accuracy(run) -> float | None:
     return max((accuracy for _, accuracy, _ in accuracy_vs_epsilon(run)), default=None)
 
@@ -53,8 +52,7 @@ def _curve(runs) -> list[tuple[int, float, float]]:
     """(round, mean eval accuracy over the runs, epsilon) at the rounds every run evaluated; epsilon is the same
     for every seed of a group (it depends on q, z, rounds and delta only)."""
     by_run = [{p[0]: p for p in accuracy_vs_epsilon(run)} for run in runs]
-    rounds = sorted(set.intersection(*(set(points) for points in by_run))) if by_run else []
-    return [(r, statistics.fmean(points[r][1] for points in by_run), by_run[0][r][2]) for r in rounds]
+    return [(r, stats.mean([points[r][1] for points in by_run]), by_run[0][r][2]) for r in stats.common_rounds(by_run)]
 
 
 def _pld(privacy: dict) -> float | None:
@@ -76,32 +74,32 @@ def _pld(privacy: dict) -> float | None:
 
 
 def table(groups) -> list[dict]:
-    """One row per group of DP runs (report.Group: runs that differ only by seed): the privacy spent, and the
-    final eval accuracy as mean +- std over the seeds."""
-    rows = []
-    for group in groups:
-        privacy = group.runs[0].results.get('privacy')
-        if not privacy:
-            continue
-        accuracies = [
-            float(r.results['final_eval']['eval']['accuracy'])
-            for r in group.runs
-            if (r.results.get('final_eval') or {}).get('eval', {}).get('accuracy') is not None
-        ]
-        rows.append({
-            'group': group.label,
-            'noise_multiplier': privacy.get('noise_multiplier'),
-            'sampling_rate': privacy.get('sampling_rate'),
-            'delta': privacy.get('delta'),
-            'rounds': privacy.get('rounds'),
-            'epsilon_rdp': privacy.get('epsilon_rdp'),
-            'epsilon_pld': privacy.get('epsilon_pld') or _pld(privacy),
-            'seeds': len(group.runs),
-            'accuracy_mean': statistics.fmean(accuracies) if accuracies else None,
-            'accuracy_std': statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0 if accuracies else None,
-            'best_accuracy_mean': _mean([_best_accuracy(run) for run in group.runs]),
-        })  # fmt: skip
+    """One row per group of DP runs (runs.Group: runs that differ only by seed): the privacy spent, and the
+    final eval accuracy as mean +- std over the seeds; by noise multiplier, then group."""
+    rows = [_row(group) for group in groups if group.runs[0].results.get('privacy')]
     return sorted(rows, key=lambda row: (_number(row['noise_multiplier']) or 0.0, row['group']))
+
+
+def _row(group) -> dict:
+    privacy = group.runs[0].results['privacy']
+    accuracies = [
+        float(r.results['final_eval']['eval']['accuracy'])
+        for r in group.runs
+        if (r.results.get('final_eval') or {}).get('eval', {}).get('accuracy') is not None
+    ]
+    return {
+        'group': group.label,
+        'noise_multiplier': privacy.get('noise_multiplier'),
+        'sampling_rate': privacy.get('sampling_rate'),
+        'delta': privacy.get('delta'),
+        'rounds': privacy.get('rounds'),
+        'epsilon_rdp': privacy.get('epsilon_rdp'),
+        'epsilon_pld': privacy.get('epsilon_pld') or _pld(privacy),
+        'seeds': len(group.runs),
+        'accuracy_mean': stats.mean(accuracies),
+        'accuracy_std': stats.std(accuracies),
+        'best_accuracy_mean': stats.mean([_best_accuracy(run) for run in group.runs]),
+    }
 
 
 def markdown(rows: list[dict]) -> str:
@@ -122,42 +120,44 @@ def markdown(rows: list[dict]) -> str:
     return '\n'.join(lines)
 
 
-def sections(groups) -> list[str]:
-    """report.md's privacy section: a heading and the table (nothing without DP runs)."""
-    rows = table(groups)
+def sections(rows: list[dict]) -> list[str]:
+    """report.md's privacy section for the rows of table(): a heading and the table (nothing without DP runs)."""
     if not rows:
         return []
     return ['## Privacy: accuracy against ε (mean over the seeds of each group)', markdown(rows)]
 
 
-def plot(groups, out_dir: pathlib.Path, name: str = 'eval_accuracy_vs_epsilon.png') -> list[str]:
+def plot(groups, out_dir: pathlib.Path, name: str = FIGURE) -> list[str]:
     """Eval accuracy (mean over seeds) against the epsilon spent so far, a line per group of DP runs; groups
     without noise (epsilon infinite) are drawn as dotted lines at their final accuracy. Returns [name] or []."""
     curves = [(group, _curve(group.runs)) for group in groups if group.runs[0].results.get('privacy')]
     curves = [(group, curve) for group, curve in curves if curve]
     if not curves:
         return []
-    import matplotlib
-
-    matplotlib.use('Agg')
-    from matplotlib import pyplot as plt
-    from matplotlib import ticker
-
-    from fedlab.reporting import report  # here: report imports this module
-
+    plt = plots.pyplot()
     figure, axis = plt.subplots(figsize=(8, 5))
     for i, (group, curve) in enumerate(curves):
-        color = plt.get_cmap('tab10')(i % 10)
-        label = f'{group.label} (n={len(group.runs)})'
-        finite = [p for p in curve if math.isfinite(p[2])]
-        if finite:
-            axis.plot([p[2] for p in finite], [p[1] for p in finite], marker='o', markersize=3, color=color,
-                      label=label)  # fmt: skip
-        else:  # no noise: no guarantee to plot against
-            axis.axhline(curve[-1][1], color=color, linestyle=':', linewidth=1.5, label=f'{label}: no noise, ε = ∞')
+        _draw(axis, group, curve, plt.get_cmap('tab10')(i % 10))
+    _log_epsilon_axis(axis)
+    plots.save_accuracy_plot(figure, axis, 'ε spent so far (at the δ of results.json; log scale)', out_dir / name)
+    return [name]
+
+
+def _draw(axis, group, curve: list[tuple[int, float, float]], color) -> None:
+    """A group's accuracy against its finite epsilons; without noise (every epsilon infinite), a dotted line at its
+    final accuracy."""
+    label = f'{group.label} (n={len(group.runs)})'
+    finite = [p for p in curve if math.isfinite(p[2])]
+    if finite:
+        axis.plot([p[2] for p in finite], [p[1] for p in finite], marker='o', markersize=3, color=color, label=label)
+    else:  # no noise: no guarantee to plot against
+        axis.axhline(curve[-1][1], color=color, linestyle=':', linewidth=1.5, label=f'{label}: no noise, ε = ∞')
+
+
+def _log_epsilon_axis(axis) -> None:
+    from matplotlib import ticker
+
     axis.set_xscale('log')
     axis.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     axis.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f'{value:g}'))
     axis.xaxis.set_minor_formatter(ticker.NullFormatter())
-    report.save_accuracy_plot(figure, axis, 'ε spent so far (at the δ of results.json; log scale)', out_dir / name)
-    return [name]

@@ -9,6 +9,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from fedlab import seeds
+from fedlab.algorithms.templates import local_training
 from fedlab.models import ACCURACY, ModelFn
 
 # TFF/Keras metric names -> the short names fedlab logs.
@@ -85,20 +86,15 @@ def build_shard_metric_sums(model_fn: ModelFn, *, batch_size: int) -> tuple[tff.
     def client_evaluation(weights, shard_path):
         model = model_fn()
 
+        def evaluate_batch(batch, carry, forward):
+            del forward  # the model's own forward pass, as build_fed_eval's: it updates the model's metrics itself
+            model.forward_pass(batch, training=False)
+            return carry
+
         @tf.function(autograph=False)
         def evaluate():
-            model_weights = tff.learning.models.ModelWeights.from_model(model)
-            tf.nest.map_structure(lambda a, b: a.assign(b), model_weights, weights)
-            data = shards.read_shard(shard_path, input_spec)
-            num_batches = (tf.shape(data['y'])[0] + batch_size - 1) // batch_size
-
-            def evaluate_batch(i):
-                start = i * batch_size
-                batch = collections.OrderedDict((key, value[start : start + batch_size]) for key, value in data.items())
-                model.forward_pass(batch, training=False)
-                return i + 1
-
-            tf.while_loop(lambda i: i < num_batches, evaluate_batch, (tf.constant(0),))
+            local_training.load_weights(model, weights)
+            local_training.run_batches(shards.read_shard(shard_path, input_spec), batch_size, evaluate_batch)
             return model.report_local_unfinalized_metrics()
 
         return evaluate()

@@ -1,166 +1,173 @@
-"""One federated training run, from built components to the files in its run directory."""
+"""One federated training run as a plan, built then run: from built components to the files in its run directory."""
 
 import contextlib
+import dataclasses
 import pathlib
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import tensorflow_federated as tff
-import tqdm
 
 from fedlab.record import checkpoints, ledger, recorder
-from fedlab.run import round_inputs, evaluation, interrupts, round_loop, worker_processes
+from fedlab.run import round_inputs, evaluation, interrupts, observers, round_loop, worker_processes
 from fedlab.fast_paths import client_packing
 from fedlab.algorithms.schedules import LearningRates
 from fedlab.data.federated_data import FederatedData
 from fedlab.config.efficiency import Efficiency
 from fedlab.errors import TrainingDiverged
 from fedlab.models import ModelFn
-from fedlab.record.recorder import EVAL, RunOutputs
+from fedlab.record.recorder import EVAL, RunOutputs, RunRecorder
 from fedlab.sampling import Sampler
+
+if TYPE_CHECKING:
+    from fedlab.privacy.accounting import PrivacyLedger
 
 EVAL_ON_TRAIN = 'eval_on_train'  # the clients' training data, after the last round
 
 
-def train_and_evaluate(
-    data: FederatedData,
-    model_fn: ModelFn,
-    sampler: Sampler,
-    run_dir: pathlib.Path,
-    *,
-    build_process: Callable[..., tff.learning.templates.LearningProcess],
-    learning_rates: LearningRates | None = None,
-    pipeline: round_inputs.PipelineConfig,
-    schedule: round_loop.Schedule,
-    checkpoint_every: int = 5,
-    eval_on_train: bool = False,
-    eval_clients: int | None = None,
-    print_type_signature: bool = False,
-    config: dict | None = None,
-    run_info: dict | None = None,
-    privacy_ledger=None,
-    efficiency: Efficiency = Efficiency(),
-) -> RunOutputs:
-    """Trains the process `build_process(client_inputs=, batch_size=)` builds (fedlab.algorithms), with the
-    learning rates of `learning_rates` set before every round, evaluates on the clients' test data, and writes the
-    run directory.
+@dataclasses.dataclass(frozen=True)
+class Federation:
+    """What is trained: the clients' data, the model, the learning process and which clients train each round."""
 
-    If `run_dir` holds a checkpoint of the same `config`, training continues from it. Each round is recorded in
-    one step when it ends (metrics.csv, timing.csv, clients.csv, TensorBoard; see recorder.RunRecorder); the full
-    state is checkpointed every `checkpoint_every` rounds, after the last round and however the run stops;
-    results.json is written however the run ends, with its status. Ctrl-C or SIGTERM stops the run after the
-    current round (a second one at once), keeping every complete round. `privacy_ledger`
-    (fedlab.privacy.accounting.PrivacyLedger, for DP aggregators) adds epsilon and its parameters to every round.
-    `efficiency` (fedlab.config.efficiency): rounds per TFF call and packed clients, the same results in fewer calls.
+    data: FederatedData
+    model_fn: ModelFn
+    # fedlab.algorithms' builder, called with client_inputs=, batch_size= (and pack_clients=True when packed).
+    build_process: Callable[..., tff.learning.templates.LearningProcess]
+    sampler: Sampler
+    # Set in the state before every round and recorded (none given: none set or recorded).
+    learning_rates: LearningRates = dataclasses.field(default_factory=LearningRates)
+    # For DP aggregators: epsilon and its parameters, recorded every round.
+    privacy_ledger: 'PrivacyLedger | None' = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """How it is trained, evaluated and recorded."""
+
+    schedule: round_loop.Schedule
+    pipeline: round_inputs.PipelineConfig
+    # Rounds per TFF call, packed clients, resident state: the same results in fewer calls (fedlab.config.efficiency).
+    efficiency: Efficiency = Efficiency()
+    checkpoint_every: int = 5
+    eval_clients: int | None = None  # test clients of the evaluations before the last round (None: all)
+    eval_on_train: bool = False  # also evaluate the final model on the clients' training data
+    print_type_signature: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentPlan:
+    """One federated run: `federation` trained as `settings` say, written to `run_dir`; `run()` executes it.
+
+    If `run_dir` holds a checkpoint of the same `identity` (the settings that define the run, saved with each
+    checkpoint), training continues from it. Each round is recorded in one step when it ends (recorder.RunRecorder);
+    results.json is written however the run ends, with its status and `run_info`. Ctrl-C or SIGTERM stops the run
+    after the current round (a second one at once), keeping every complete round.
     """
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config = config or {}
-    resume_round = checkpoints.CheckpointStore(run_dir / 'checkpoints').resumable_round(config)
-    if resume_round == schedule.rounds and (run_dir / recorder.RESULTS_JSON).exists():
-        print(f'{run_dir} already holds all {schedule.rounds} rounds of this run; nothing to do.')
-        return recorder.outputs_from_files(run_dir)
-    print(data.summary())
-    worker_processes.set_intra_op_threads(efficiency.intra_op_threads)  # also shields the worker from terminal signals
-    run = recorder.RunRecorder(
-        run_dir,
-        rounds=schedule.rounds,
-        checkpoint_every=checkpoint_every,
-        config=config,
-        run_info=run_info,
-        data_info=_data_info(data),
-    )
-    try:
-        with interrupts.round_boundaries(), contextlib.ExitStack() as cleanup:
-            cleanup.enter_context(run)  # last out: results.json says how the run ended, whenever that was
-            # 1. The learning process, and what each round transmits (read from the process, see ledger.measure).
-            packing = {'pack_clients': True} if efficiency.pack_clients else {}  # fedlab.fast_paths.client_packing
-            process = build_process(client_inputs=pipeline.client_inputs, batch_size=pipeline.batch_size, **packing)
-            learning_rates = learning_rates or LearningRates()  # none given: none recorded or set
-            if print_type_signature:
-                print(process.initialize.type_signature.formatted_representation())
-            communication = ledger.Ledger(ledger.measure(process))
-            print(communication.describe())
-            print(efficiency.describe())
-            ledger.warn_if_compression_is_idle(communication.cost)
-            annotators = (communication, learning_rates, *([privacy_ledger] if privacy_ledger else []))
-            if privacy_ledger:
-                print(privacy_ledger.describe())
-            interrupts.raise_if_requested()
 
-            # 2. The clients' inputs (shards on a disk budget; the next round's prepared while a round trains) and
-            # the test clients' evaluation (a fixed sample of eval_clients, all after the last round; built lazily).
-            inputs = cleanup.enter_context(
-                round_inputs.RunInputs(data.train, pipeline, sampler, rounds=(resume_round + 1, schedule.rounds))
-            )
-            if inputs.store is not None:  # a block of rounds reads every round's shards in one call
-                inputs.store.calls_pinned = efficiency.rounds_per_call
-            evaluate_test = evaluation.ClientsEvaluator(
-                model_fn, data.test, batch_size=pipeline.batch_size, store=inputs.store, sample_size=eval_clients,
-                seed=pipeline.seed, final_round=schedule.rounds,
-            )
-            interrupts.raise_if_requested()
+    federation: Federation
+    settings: Settings
+    run_dir: pathlib.Path
+    identity: dict = dataclasses.field(default_factory=dict)
+    run_info: dict = dataclasses.field(default_factory=dict)
 
-            # 3. The record: a new run, or the last checkpoint with the files as they were then.
-            state = run.open(resume_round, process.initialize() if resume_round else None,
-                             annotators=(*annotators, *evaluate_test.annotators()))
-            if resume_round:
-                print(f'resuming {run_dir} after round {resume_round}')
+    def run(self) -> RunOutputs:
+        """Trains, evaluates on the clients' test data and writes the run directory; returns the final metrics."""
+        rounds = self.settings.schedule.rounds
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        resume_round = checkpoints.CheckpointStore(self.run_dir / 'checkpoints').resumable_round(self.identity)
+        if resume_round == rounds and (self.run_dir / recorder.RESULTS_JSON).exists():
+            print(f'{self.run_dir} already holds all {rounds} rounds of this run; nothing to do.')
+            return recorder.outputs_from_files(self.run_dir)
+        print(self.federation.data.summary())
+        worker_processes.set_intra_op_threads(self.settings.efficiency.intra_op_threads)  # also shields it from signals
+        record = RunRecorder(
+            self.run_dir,
+            rounds=rounds,
+            checkpoint_every=self.settings.checkpoint_every,
+            config=self.identity,
+            run_info=self.run_info,
+            data_info=_data_info(self.federation.data),
+        )
+        try:
+            with interrupts.round_boundaries(), contextlib.ExitStack() as cleanup:
+                cleanup.enter_context(record)  # last out: results.json says how the run ended, whenever that was
+                self._train(record, resume_round, cleanup)
+        except TrainingDiverged as diverged:
+            raise TrainingDiverged(f'{diverged}; the last good checkpoint is round {record.last_checkpoint}') from None
+        except Exception:
+            interrupts.raise_if_requested()  # a failure a Ctrl-C or SIGTERM caused is an interruption
+            raise
+        return record.outputs
 
-            # 4. Train, each round recorded in one step as soon as it is complete.
-            progress = cleanup.enter_context(_Progress(schedule.rounds, resume_round))
-            state = round_loop.RoundLoop(
-                process,
-                client_packing.PackedInputs(inputs.train) if efficiency.pack_clients else inputs.train,
-                sampler,
-                schedule,
-                evaluate=lambda weights, round_num: {EVAL: evaluate_test(weights, round_num)},
-                on_round=lambda result, state: (run.record(result, state), progress.show(result)),
-                learning_rates=learning_rates,
-                rounds_per_call=efficiency.rounds_per_call,
-                state_needed_after=run.checkpoints_after,
-                resident_state=efficiency.resident_state,
-                on_state=run.attach_state,
-            ).run(state, start_round=resume_round + 1)
+    def _train(self, record: RunRecorder, resume_round: int, cleanup: contextlib.ExitStack) -> None:
+        """Builds the process and inputs, opens the record and trains rounds `resume_round` + 1 to the last; what
+        must be closed goes on `cleanup`."""
+        federation, settings = self.federation, self.settings
+        # 1. The learning process, and what each round records besides its metrics.
+        process, annotators = self._build_process()
+        interrupts.raise_if_requested()
 
-            # 5. Optionally, the tutorial's evaluation of the final model on the clients' training data.
-            if eval_on_train:
-                evaluate_train = evaluation.ClientsEvaluator(model_fn, data.train, batch_size=pipeline.batch_size,
-                                                             store=inputs.store, name='train_eval')
-                metrics = evaluate_train(process.get_model_weights(state))
-                run.record_final_evaluation(EVAL_ON_TRAIN, metrics)
-                print(f'evaluation on training data: {_metrics_text(metrics)}')
-    except TrainingDiverged as diverged:
-        raise TrainingDiverged(f'{diverged}; the last good checkpoint is round {run.last_checkpoint}') from None
-    except Exception:
-        interrupts.raise_if_requested()  # a failure a Ctrl-C or SIGTERM caused is an interruption
-        raise
-    return run.outputs
+        # 2. The clients' inputs (shards on a disk budget; the next round's prepared while a round trains) and
+        # the test clients' evaluation (a fixed sample of eval_clients, all after the last round; built lazily).
+        inputs = cleanup.enter_context(round_inputs.RunInputs(
+            federation.data.train, settings.pipeline, federation.sampler,
+            rounds=(resume_round + 1, settings.schedule.rounds), rounds_per_call=settings.efficiency.rounds_per_call,
+        ))
+        evaluate_test = evaluation.ClientsEvaluator(
+            federation.model_fn, federation.data.test, batch_size=settings.pipeline.batch_size, store=inputs.store,
+            sample_size=settings.eval_clients, seed=settings.pipeline.seed, final_round=settings.schedule.rounds,
+        )
+        interrupts.raise_if_requested()
 
+        # 3. The record: a new run, or the last checkpoint with the files as they were then.
+        state = record.open(resume_round, process.initialize() if resume_round else None,
+                            annotators=(*annotators, *evaluate_test.annotators()))
+        if resume_round:
+            print(f'resuming {self.run_dir} after round {resume_round}')
 
-class _Progress:
-    """A progress bar on a terminal (none in a pipe or log file) and one line per round."""
+        # 4. Train, each round recorded in one step as soon as it is complete.
+        progress = cleanup.enter_context(observers.ProgressPrinter(settings.schedule.rounds, resume_round))
+        state = round_loop.RoundLoop(
+            process,
+            client_packing.PackedInputs(inputs.train) if settings.efficiency.pack_clients else inputs.train,
+            federation.sampler,
+            settings.schedule,
+            evaluations=observers.Evaluations({EVAL: evaluate_test}),
+            observers=[record, progress],
+            learning_rates=federation.learning_rates,
+            efficiency=settings.efficiency,
+        ).run(state, start_round=resume_round + 1)
 
-    def __init__(self, rounds: int, done: int):
-        self._rounds = rounds
-        self._bar = tqdm.tqdm(total=rounds, initial=done, desc='rounds', unit='round', leave=False, disable=None)
+        # 5. Optionally, the tutorial's evaluation of the final model on the clients' training data.
+        if settings.eval_on_train:
+            self._evaluate_on_train(process.get_model_weights(state), inputs.store, record)
 
-    def show(self, result: round_loop.RoundResult) -> None:
-        self._bar.update()
-        line = f'round {result.round_num:>{len(str(self._rounds))}}/{self._rounds}  train {_metrics_text(result.train)}'
-        if EVAL in result.evaluations:
-            line += f'  | eval {_metrics_text(result.evaluations[EVAL])}'
-        self._bar.write(line + f'  ({result.train_seconds:.2f} s)')
+    def _evaluate_on_train(self, model_weights, store, record: RunRecorder) -> None:
+        """The final model on every client's training data: results.json, TensorBoard and one line."""
+        evaluate_train = evaluation.ClientsEvaluator(self.federation.model_fn, self.federation.data.train,
+                                                     batch_size=self.settings.pipeline.batch_size, store=store,
+                                                     name='train_eval')
+        metrics = evaluate_train(model_weights)
+        record.record_final_evaluation(EVAL_ON_TRAIN, metrics)
+        print(f'evaluation on training data: {observers.metrics_text(metrics)}')
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self._bar.close()
-
-
-def _metrics_text(metrics: dict[str, float]) -> str:
-    if 'loss' not in metrics:  # a round without clients (sampling=poisson)
-        return 'no clients'
-    return f'loss {metrics["loss"]:.4f} accuracy {metrics["accuracy"]:.4f} examples {int(metrics["examples"])}'
+    def _build_process(self) -> tuple[tff.learning.templates.LearningProcess, tuple]:
+        """The learning process, and the annotators (recorder.RoundAnnotator) of what each round transmits
+        (read from the process, see ledger.measure), its learning rates and, with DP, the privacy spent."""
+        federation, efficiency, pipeline = self.federation, self.settings.efficiency, self.settings.pipeline
+        packing = {'pack_clients': True} if efficiency.pack_clients else {}  # fedlab.fast_paths.client_packing
+        process = federation.build_process(client_inputs=pipeline.client_inputs, batch_size=pipeline.batch_size,
+                                           **packing)
+        if self.settings.print_type_signature:
+            print(process.initialize.type_signature.formatted_representation())
+        communication = ledger.Ledger(ledger.measure(process))
+        print(communication.describe())
+        print(efficiency.describe())
+        ledger.warn_if_compression_is_idle(communication.cost)
+        if federation.privacy_ledger:
+            print(federation.privacy_ledger.describe())
+        privacy = (federation.privacy_ledger,) if federation.privacy_ledger else ()
+        return process, (communication, federation.learning_rates, *privacy)
 
 
 def _data_info(data: FederatedData) -> dict:

@@ -282,21 +282,26 @@ def training_inputs(
     return CLIENT_INPUTS[config.client_inputs](client_data, pipeline)
 
 
-def open_store(config: PipelineConfig) -> shards.ShardStore | None:
-    """The run's shard store (client_inputs=shards), else None."""
+def open_store(config: PipelineConfig, *, calls_pinned: int = 1) -> shards.ShardStore | None:
+    """The run's shard store (client_inputs=shards), keeping each pin's clients of the last `calls_pinned` calls;
+    else None."""
     if config.client_inputs != 'shards':
         return None
-    return shards.ShardStore(config.shard_dir, budget_bytes=int(config.shard_budget_mb * 2**20))
+    store = shards.ShardStore(config.shard_dir, budget_bytes=int(config.shard_budget_mb * 2**20))
+    store.calls_pinned = calls_pinned
+    return store
 
 
 class RunInputs:
     """A run's client inputs, closed together (a context manager): `train`, each round's clients' inputs of the
     kind `config.client_inputs`, the next round's prepared while a round trains (`RoundAhead`), for rounds
-    `rounds` = (first, last); and `store`, the shard store they share with evaluation (None unless shards)."""
+    `rounds` = (first, last); and `store`, the shard store they share with evaluation (None unless shards).
+    `rounds_per_call`: the rounds of one TFF call (efficiency.rounds_per_call), whose shards stay on disk until the
+    call reads them all."""
 
     def __init__(self, client_data: tff.simulation.datasets.ClientData, config: PipelineConfig, sampler, *,
-                 rounds: tuple[int, int]):
-        self.store = open_store(config)
+                 rounds: tuple[int, int], rounds_per_call: int = 1):
+        self.store = open_store(config, calls_pinned=rounds_per_call)
         try:
             self.train = RoundAhead(training_inputs(client_data, config, store=self.store), sampler,
                                     first_round=rounds[0], last_round=rounds[1])

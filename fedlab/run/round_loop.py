@@ -3,14 +3,16 @@
 import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import tensorflow_federated as tff
 
 from fedlab.run import evaluation, interrupts
+from fedlab.run.observers import Evaluations, RoundObserver, RoundResult
 from fedlab.fast_paths import round_blocks
 from fedlab.tff_internals import serialization
 from fedlab.algorithms.schedules import LearningRates
+from fedlab.config.efficiency import Efficiency
 from fedlab.errors import TrainingDiverged
 from fedlab.models import ModelFn
 from fedlab.sampling import Sampler
@@ -69,18 +71,6 @@ def build_fed_avg(
     )
 
 
-@dataclasses.dataclass(frozen=True)
-class RoundResult:
-    """What one round produced: training metrics of the sampled clients and, if run, evaluations."""
-
-    round_num: int
-    client_ids: list[str]
-    train: dict[str, float]
-    evaluations: dict[str, dict[str, float]]  # population name -> metrics
-    train_seconds: float
-    eval_seconds: float
-
-
 def train_metrics(metrics) -> dict[str, float]:
     """The clients' training metrics of one round (`process.next(...).metrics`), with the names every model
     shares."""
@@ -101,52 +91,46 @@ class RoundLoop:
     """Trains rounds one TFF call at a time: a round alone, or a block of rounds (fedlab.fast_paths.round_blocks).
 
     `run(state, start_round)` trains rounds `start_round`..`schedule.rounds` from `state` (None: a fresh
-    initial state) and returns the final state; it raises TrainingDiverged, before `on_round`, for a non-finite
-    round.
+    initial state) and returns the final state; it raises TrainingDiverged, before the observers hear of it, for a
+    non-finite round.
 
     `learning_rates` sets each round's client and server learning rates in the state before the round (a
-    function of the round number, so a resumed run continues the schedule).
+    function of the round number, so a resumed run continues the schedule). After an evaluation round,
+    `evaluations` fill the round's `RoundResult.evaluations`. Every round's result then goes to each of `observers`
+    (fedlab.run.observers.RoundObserver), in order, with the state after it, as soon as the round is complete.
 
-    `evaluate(model_weights, round_num)` returns metrics per evaluated population; `on_round(result, state)`
-    receives every round's result and the state after it as soon as the round is complete.
-
-    `rounds_per_call` > 1 trains up to that many rounds in one TFF call (fedlab.fast_paths.round_blocks), the same values
-    bitwise; a block ends after an evaluation, the last round and every round `state_needed_after` names (the
-    caller's checkpoints). Its rounds reach `on_round` together when it returns, with the state None but after
-    the last. A stop request (Ctrl-C) is honoured between blocks; a block with a non-finite round is trained
-    again round by round, so that divergence is reported at the same round as without blocks.
-    `resident_state`: the state stays in TFF's worker between calls (fedlab.tff_internals.resident_state), fetched only where
-    it is needed (those rounds, and a stop request); other rounds reach `on_round` with the state None, and
-    `on_state(round_num, state)` receives such a state when it is fetched later (before a round trained alone).
+    `efficiency.rounds_per_call` > 1 trains up to that many rounds in one TFF call, the same values bitwise; a block
+    ends after an evaluation, the last round and every round an observer `needs_state_after`. Its rounds reach the
+    observers together when it returns, with the state None but after the last. A stop request (Ctrl-C) is honoured
+    between blocks; a block with a non-finite round is trained again round by round, so that divergence is reported
+    at the same round as without blocks. `efficiency.resident_state`: the state stays in TFF's worker between calls
+    (fedlab.tff_internals.resident_state), fetched only where it is needed (those rounds, and a stop request); other
+    rounds reach the observers with the state None, and their `on_state_fetched` receives such a state when it is
+    fetched later (before a round trained alone).
     """
 
     def __init__(
         self,
         process: tff.learning.templates.LearningProcess,
-        train_datasets: Callable[[list[str]], list],
+        train_inputs: Callable[[list[str]], list],
         sampler: Sampler,
         schedule: Schedule,
         *,
-        evaluate: Callable[[object, int], dict[str, dict[str, float]]],
-        on_round: Callable[[RoundResult, object], None],
+        evaluations: Evaluations,
+        observers: Sequence[RoundObserver] = (),
         learning_rates: LearningRates | None = None,
-        rounds_per_call: int = 1,
-        state_needed_after: Callable[[int], bool] = lambda round_num: False,
-        resident_state: bool = False,
-        on_state: Callable[[int, object], None] = lambda round_num, state: None,
+        efficiency: Efficiency = Efficiency(),
     ):
         self._process = process
-        self._train_datasets = train_datasets
+        self._train_inputs = train_inputs
         self._sampler = sampler
         self._schedule = schedule
-        self._evaluate = evaluate
-        self._on_round = on_round
+        self._evaluations = evaluations
+        self._observers = tuple(observers)
         self._learning_rates = learning_rates
-        self._rounds_per_call = rounds_per_call
-        self._caller_needs_state = state_needed_after
-        self._on_state = on_state
-        use_blocks = rounds_per_call > 1 or resident_state
-        self._blocks = round_blocks.RoundBlocks(process, resident=resident_state) if use_blocks else None
+        self._rounds_per_call = efficiency.rounds_per_call
+        use_blocks = efficiency.rounds_per_call > 1 or efficiency.resident_state
+        self._blocks = round_blocks.RoundBlocks(process, resident=efficiency.resident_state) if use_blocks else None
 
     def run(self, state=None, start_round: int = 1):
         serialization.install()  # the state crosses to TFF's worker every round: serialize it without copies
@@ -164,7 +148,7 @@ class RoundLoop:
                 self._schedule.rounds,
                 self._sampler,
                 rounds_per_call=self._rounds_per_call,
-                state_needed_after=lambda r: self._schedule.evaluates_after(r) or self._caller_needs_state(r),
+                state_needed_after=self._state_needed_after,
             )
             trained = None
             if self._blocks and (len(planned) > 1 or self._blocks.resident) and planned[0].client_ids:
@@ -176,12 +160,19 @@ class RoundLoop:
             round_num += len(planned)
         return state
 
+    def _state_needed_after(self, round_num: int) -> bool:
+        """Whether the state after `round_num` must reach Python: for an evaluation, or an observer."""
+        return self._schedule.evaluates_after(round_num) or any(
+            observer.needs_state_after(round_num) for observer in self._observers
+        )
+
     def _state_in_python(self, state, *, after_round: int):
-        """The state as a Python value: fetched from TFF's worker if it is kept there, and then handed to
-        `on_state` (the round it follows was recorded without it)."""
+        """The state as a Python value: fetched from TFF's worker if it is kept there, and then handed to the
+        observers' `on_state_fetched` (the round it follows reached them without it)."""
         if self._blocks and self._blocks.is_handle(state):
             state = self._blocks.fetch(state)
-            self._on_state(after_round, state)
+            for observer in self._observers:
+                observer.on_state_fetched(after_round, state)
         return state
 
     def _train_one_by_one(self, state, planned: list[round_blocks.PlannedRound]):
@@ -192,7 +183,7 @@ class RoundLoop:
             if self._learning_rates is not None:
                 state = self._learning_rates.apply(self._process, state, planned_round.round_num)
             start = time.perf_counter()
-            output = self._process.next(state, self._train_datasets(planned_round.client_ids))
+            output = self._process.next(state, self._train_inputs(planned_round.client_ids))
             state = output.state
             self._finish_round(planned_round, output.metrics, time.perf_counter() - start, state)
         return state
@@ -206,7 +197,7 @@ class RoundLoop:
         start = time.perf_counter()
         first, last = planned[0].round_num, planned[-1].round_num
         with interrupts.boundary('this round' if first == last else f'this block of rounds ({first}-{last})'):
-            after, metrics = self._blocks.next(state, [self._train_datasets(r.client_ids) for r in planned], hparams)
+            after, metrics = self._blocks.next(state, [self._train_inputs(r.client_ids) for r in planned], hparams)
         seconds = time.perf_counter() - start
         for r, round_metrics in zip(planned, metrics):
             try:
@@ -218,7 +209,7 @@ class RoundLoop:
     def _record_block(self, planned: list[round_blocks.PlannedRound], state, block_metrics, seconds):
         """Hands on a block's rounds; the state comes back to Python where the run needs it."""
         last = planned[-1].round_num
-        if last == self._schedule.rounds or self._schedule.evaluates_after(last) or self._caller_needs_state(last):
+        if last == self._schedule.rounds or self._state_needed_after(last):
             state = self._blocks.fetch(state)  # (a stop request fetches it at the boundary: see `run`)
         with interrupts.uncuttable():  # recorded together: Python holds a state only after the block's last round
             for planned_round, metrics in zip(planned, block_metrics):
@@ -236,16 +227,15 @@ class RoundLoop:
         evaluations, eval_seconds = {}, 0.0
         if self._schedule.evaluates_after(planned.round_num):
             start = time.perf_counter()
-            evaluations = self._evaluate(self._process.get_model_weights(state), planned.round_num)
+            evaluations = self._evaluations(self._process.get_model_weights(state), planned.round_num)
             eval_seconds = time.perf_counter() - start
-        self._on_round(
-            RoundResult(
-                round_num=planned.round_num,
-                client_ids=planned.client_ids,
-                train=train,
-                evaluations=evaluations,
-                train_seconds=train_seconds,
-                eval_seconds=eval_seconds,
-            ),
-            state,
+        result = RoundResult(
+            round_num=planned.round_num,
+            client_ids=planned.client_ids,
+            train=train,
+            evaluations=evaluations,
+            train_seconds=train_seconds,
+            eval_seconds=eval_seconds,
         )
+        for observer in self._observers:
+            observer.on_round_end(result, state)

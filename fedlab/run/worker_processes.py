@@ -1,7 +1,12 @@
-"""Stops the C++ `worker_binary` that TFF's default execution context starts and never stops itself."""
+"""Stops the C++ `worker_binary` that TFF's default execution context starts and never stops itself, and sets how
+it starts.
+
+Finding and stopping workers by pid reads /proc; stopping them through TFF's manager, the worker's own session and
+its environment (intra_op_threads) need TFF's internals (fedlab.tff_internals.worker_launch), used only where
+fedlab.tff_internals.version_gate says the installed TFF is the one they are written for.
+"""
 
 import contextlib
-import gc
 import os
 import signal
 import subprocess
@@ -82,29 +87,24 @@ def _stop(pid: int, wait, timeout: float) -> None:
         time.sleep(0.02)
 
 
-def _tff_service_managers() -> list:
-    """TFF's per-context managers of the local worker (TFF 0.87 keeps the Popen in `_process`)."""
-    if 'tensorflow_federated' not in sys.modules:  # Nothing can have started a worker.
-        return []
-    return [o for o in gc.get_objects() if type(o).__name__ == 'ServiceManager' and hasattr(o, '_process')]
-
-
 def stop_workers(timeout: float = 5.0) -> list[int]:
     """Stops the TFF workers this process started and returns their pids.
 
     Each is stopped through TFF's own manager, which is then reset: TFF's finalizer has nothing left to
-    kill, and a later computation starts a fresh worker. Any other child worker is stopped by pid.
-    """
+    kill, and a later computation starts a fresh worker. Any other child worker is stopped by pid. On another TFF
+    than the gate's, every one is, and TFF's default local context is then made anew through its public API, so
+    that a later computation in this process (the next job of an in-process sweep) starts a fresh worker instead
+    of reaching for the stopped one."""
     stopped = []
-    for manager in _tff_service_managers():
-        process = manager._process
-        if isinstance(process, subprocess.Popen) and process.poll() is None:
-            _stop(process.pid, lambda block: process.wait() if block else process.poll() is not None, timeout)
-            stopped.append(process.pid)
-        manager._process, manager._stub = None, None
-        # TFF's finalizer would kill the worker only if it ran before interpreter teardown, which it
-        # rarely does; fedlab stops workers itself, so the finalizer has nothing left to do.
-        type(manager).__del__ = lambda self: None
+    internals = False
+    if 'tensorflow_federated' in sys.modules:  # else nothing can have started a worker (and TFF stays unloaded)
+        from fedlab.tff_internals import version_gate
+
+        internals = version_gate.supported()
+        if internals:
+            from fedlab.tff_internals import worker_launch
+
+            stopped += worker_launch.stop_managed_workers(_stop, timeout)
 
     def reaped(pid, block):
         try:
@@ -112,9 +112,14 @@ def stop_workers(timeout: float = 5.0) -> list[int]:
         except ChildProcessError:  # Not our child any more, or already reaped.
             return True
 
-    for pid in child_workers():
+    by_pid = child_workers()
+    for pid in by_pid:
         _stop(pid, lambda block, pid=pid: reaped(pid, block), timeout)
         stopped.append(pid)
+    if by_pid and 'tensorflow_federated' in sys.modules and not internals:
+        import tensorflow_federated as tff
+
+        tff.backends.native.set_sync_local_cpp_execution_context()
     return stopped
 
 
@@ -168,57 +173,20 @@ def worker_cleanup():
             watchdogs.stop()  # after the workers: if fedlab is killed meanwhile, the watchdogs still act
 
 
-# Variables added to the environment of the workers TFF starts from now on (see `set_intra_op_threads`).
-_worker_environment: dict[str, str] = {}
-
-
 def set_intra_op_threads(threads: int | None) -> None:
     """The threads per TensorFlow op in the TFF workers started from now on (a running one keeps its own); None:
     TensorFlow's default (one per core) or the user's TF_NUM_INTRAOP_THREADS.
 
     The worker already runs clients (or packed groups) in parallel, one per core; splitting each of their small ops
     among threads on top mostly hands work between threads (1 was faster for every model, packed: docs/performance.md).
-    Installs `shield_workers_from_terminal_signals`, whose Popen passes the environment."""
-    shield_workers_from_terminal_signals()
-    _worker_environment.pop('TF_NUM_INTRAOP_THREADS', None)
-    if threads is not None:
-        _worker_environment['TF_NUM_INTRAOP_THREADS'] = str(threads)
+    Also starts the worker in a session of its own, out of reach of a Ctrl-C typed in the terminal
+    (fedlab.tff_internals.worker_launch, whose Popen passes the environment). Both need TFF's internals: on another
+    TFF than fedlab.tff_internals.version_gate's (whose one warning says so) neither is done, and the worker starts
+    with TensorFlow's default threads, in the terminal's process group."""
+    from fedlab.tff_internals import version_gate, worker_launch
 
-
-class _OwnSessionPopen(subprocess.Popen):
-    """Popen that starts the child in a session of its own, out of the terminal's process group, with
-    `_worker_environment` added to its environment."""
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault('start_new_session', True)
-        if _worker_environment:
-            kwargs['env'] = {**(kwargs.get('env') or os.environ), **_worker_environment}
-        super().__init__(*args, **kwargs)
-
-
-def shield_workers_from_terminal_signals() -> None:
-    """Makes TFF start its worker in a session of its own, so that a Ctrl-C typed in the terminal (sent to the whole
-    foreground process group) reaches fedlab only: fedlab finishes the round, then stops the worker itself.
-
-    TFF 0.87 starts the worker with the `subprocess` module of its executor_factory, with no way to pass Popen
-    options; this swaps in a `subprocess` whose Popen starts a new session. Checked against TFF's version, because
-    it reaches into TFF's internals.
-    """
-    import types
-
-    import tensorflow_federated as tff
-    from tensorflow_federated.python.core.impl.executor_stacks import executor_factory
-
-    if tff.__version__ != SHIELDED_TFF_VERSION:
-        raise RuntimeError(
-            f'fedlab.run.worker_processes.shield_workers_from_terminal_signals knows TFF {SHIELDED_TFF_VERSION}, not {tff.__version__}'
-        )
-    if executor_factory.subprocess is not subprocess:  # already shielded
+    if not version_gate.supported():
+        worker_launch.set_worker_variable('TF_NUM_INTRAOP_THREADS', None)  # none for the worker (fedlab's own dict)
         return
-    shielded = types.ModuleType('subprocess')
-    shielded.__dict__.update(subprocess.__dict__)
-    shielded.Popen = _OwnSessionPopen
-    executor_factory.subprocess = shielded
-
-
-SHIELDED_TFF_VERSION = '0.87.0'
+    worker_launch.shield_workers_from_terminal_signals()
+    worker_launch.set_worker_variable('TF_NUM_INTRAOP_THREADS', None if threads is None else str(threads))

@@ -10,17 +10,17 @@ carried through the client's loop and written to the same variables once a clien
 `report_local_unfinalized_metrics()` reports the same sums. The values agree with
 TFF's forward pass to float rounding (observed: ~1e-7 relative after a round; the ops are the same, but TFF's run
 as a `tf.function` of their own, compiled apart from the client's loop), as tests/test_algorithms.py checks
-against TFF's builders. Any other model, metric or version: the model's own `forward_pass`.
+against TFF's builders. Any other model or metric, or another TFF or TensorFlow than
+fedlab.tff_internals.version_gate's (`keras_supported()`): the model's own `forward_pass`.
 
-This reads TFF's Keras wrapper (`keras_utils._KerasModel`: its Keras model and loss) and Keras' metric variables
-(`total`, `count`): internals of the versions below, checked here and nowhere else.
+This reads TFF's Keras wrapper (`keras_utils._KerasModel`: its private Keras model and loss attributes) and Keras'
+metric variables (`total`, `count`): internals of the versions the gate names.
 """
 
 import tensorflow as tf
 import tensorflow_federated as tff
 
-TFF_VERSION = '0.87.0'
-TF_VERSION_PREFIX = '2.14.'
+from fedlab.tff_internals import version_gate
 
 
 def _plain_metrics(model):
@@ -51,8 +51,7 @@ class ForwardPass:
         self._model = model
         self._variables = ()
         supported = (
-            tff.__version__ == TFF_VERSION
-            and tf.__version__.startswith(TF_VERSION_PREFIX)
+            version_gate.keras_supported()
             and type(model).__name__ == '_KerasModel'
             and len(getattr(model, '_loss_fns', ())) == 1
         )

@@ -1,10 +1,13 @@
 """runtime=remote: TFF computations run on TFF worker services (`fedlab-worker`) on other machines.
 
-TFF 0.87 has no public API for this, so this module, and only this one, reaches into TFF's internals: it builds,
-for each worker, the context TFF's local C++ context is made of (`RemoteExecutor` over a gRPC stub, in an
-`AsyncExecutionContext`), but pointed at the worker's address instead of a child process; and it runs them under
-TFF's `create_mergeable_comp_execution_context`, which splits each call's clients into contiguous chunks, one per
-worker, and merges the chunks' aggregates. A TFF other than the one below stops fedlab here, loudly.
+TFF 0.87 has no public API for this, so this module reaches into TFF's internals: it builds, for each worker, the
+context TFF's local C++ context is made of (`RemoteExecutor` over a gRPC stub, in an `AsyncExecutionContext`), but
+pointed at the worker's address instead of a child process; and it runs them under TFF's
+`create_mergeable_comp_execution_context`, which splits each call's clients into contiguous chunks, one per worker,
+and merges the chunks' aggregates. These are `tff.framework` names, but what this module relies on (how the remote
+executor blocks, retries and disposes, the cardinalities its stack expects) is how TFF 0.87 works inside, checked
+against no other: on any other TFF than fedlab.tff_internals.version_gate's, importing this module raises
+ImportError, and fedlab.runtime refuses runtime=remote in one line before it gets here.
 
 What it adds to TFF's pieces: a worker that dies or cannot be reached raises `fedlab.errors.WorkerLost` naming it,
 instead of TFF retrying forever; and each worker's calls run in a thread of their own, so that the workers compute
@@ -21,12 +24,13 @@ import grpc
 import tensorflow_federated as tff
 
 from fedlab.errors import WorkerLost
+from fedlab.tff_internals import version_gate
 
-TFF_VERSION = '0.87.0'  # the TFF whose internals are used below
-if tff.__version__ != TFF_VERSION:
+if not version_gate.supported():
     raise ImportError(
-        f'fedlab.tff_internals.remote_context uses internals of TFF {TFF_VERSION}, and TFF {tff.__version__} is installed: '
-        f'runtime=remote needs checking against this TFF (see the module docstring), or TFF {TFF_VERSION}'
+        f'fedlab.tff_internals.remote_context uses internals of TFF {version_gate.SUPPORTED_TFF}, and TFF '
+        f'{version_gate.installed_tff()} is installed: runtime=remote needs checking against this TFF (see the module '
+        f'docstring), or TFF {version_gate.SUPPORTED_TFF}'
     )
 
 # As TFF's local context: values (model weights, client data) cross gRPC in single messages of up to 2 GB.

@@ -1,8 +1,8 @@
 """The training state kept in TFF's worker between calls, and each computation sent to it once.
 
 TFF's sync context sends the whole computation and the state to its C++ worker on every call and fetches the
-whole result back (6.6 MB each way for fedavg_cnn). TFF 0.87 has no public API to avoid either, so this module,
-and only this one, reaches into its internals: the sync context's async context (its compiler pipeline, executor
+whole result back (6.6 MB each way for fedavg_cnn). TFF 0.87 has no public API to avoid either, so this module
+reaches into its internals: the sync context's async context (its compiler pipeline, executor
 factory and event loop). A call here compiles the computation once, creates it in the worker's executor once,
 passes the state as the executor value the previous call left there, and fetches only the other results; the
 state comes back to Python only when `fetch` is called (evaluation, checkpoint, the end of the run).
@@ -14,8 +14,8 @@ behind, whose worker is gone, is run again the same way, as TFF's own calls are)
 REPLAY_CALLS calls, or once their arguments pass REPLAY_BYTES (client_inputs=tensors sends the pixels), the state
 is fetched into Python again. Replaying repeats the same computations on the same inputs, so it gives the same
 values, except under a DP aggregator, whose noise TFF draws unseeded (fedlab.config.efficiency keeps the state in Python
-there). Any other TFF version than the one below: ImportError, and the caller uses
-the plain path.
+there). On any other TFF than fedlab.tff_internals.version_gate's, importing this module raises ImportError:
+fedlab.fast_paths.round_blocks asks the gate first and uses the plain path (the state in Python, `computation(...)`).
 """
 
 import dataclasses
@@ -24,12 +24,21 @@ import logging
 import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
-from tensorflow_federated.python.core.impl.execution_contexts import async_execution_context, sync_execution_context
-from tensorflow_federated.python.core.impl.types import type_conversions
 
-TFF_VERSION = '0.87.0'  # the TFF whose internals are used below
-if tff.__version__ != TFF_VERSION:
-    raise ImportError(f'fedlab.tff_internals.resident_state uses internals of TFF {TFF_VERSION}; TFF {tff.__version__} is installed')
+from fedlab.tff_internals import version_gate
+
+# Checked before the private modules are imported: on another TFF they may not exist, or differ.
+if not version_gate.supported():
+    raise ImportError(
+        f'fedlab.tff_internals.resident_state uses internals of TFF {version_gate.SUPPORTED_TFF}; '
+        f'TFF {version_gate.installed_tff()} is installed'
+    )
+
+from tensorflow_federated.python.core.impl.execution_contexts import (  # noqa: E402
+    async_execution_context,
+    sync_execution_context,
+)
+from tensorflow_federated.python.core.impl.types import type_conversions  # noqa: E402
 
 # The replay log's bounds: one state fetch per REPLAY_CALLS calls costs little; the log must not keep a long run's
 # client data alive.

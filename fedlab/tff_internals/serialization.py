@@ -8,50 +8,59 @@ fedavg_cnn's state with a server Adam (20 MB): 346 ms to serialize, against 19 m
 place into its parent (the bytes sent are identical). The cost grows with the state, so it was most of what the
 adaptive server optimizers' larger state cost per round.
 
-`install()` replaces TFF's struct and federated serializers with in-place ones (tensors and everything else still
-go through TFF's own code, with its checks); it does nothing on another TFF version.
+`install()` replaces TFF's struct and federated serializers (private functions of its value_serialization module)
+with in-place ones (tensors and everything else still go through TFF's own code, with its checks). On any other
+TFF than fedlab.tff_internals.version_gate's it leaves TFF's own in place.
 """
 
 import contextlib
-import logging
 
-log = logging.getLogger(__name__)
+from fedlab.tff_internals import version_gate
 
-TFF_VERSION = '0.87.0'
-_ORIGINALS: dict = {}
+_ORIGINALS: dict = {}  # TFF's own serializers, once `install` replaced them
 
 
 def install() -> bool:
-    """Uses the in-place serializers from now on in this process (idempotent). False on another TFF version."""
-    import tensorflow_federated as tff
+    """Uses the in-place serializers from now on in this process (idempotent); True if it does.
+
+    When the gate says no: TFF's own serializers (put back if an earlier reading of the gate, under a patched
+    version in tests, had replaced them), and False."""
+    if not version_gate.supported():
+        if _ORIGINALS:
+            _use(_ORIGINALS['struct'], _ORIGINALS['federated'])
+        return False
     from tensorflow_federated.python.core.impl.executors import value_serialization
 
-    if tff.__version__ != TFF_VERSION:
-        log.info('TFF %s, not %s: its own value serialization is used', tff.__version__, TFF_VERSION)
-        return False
     if not _ORIGINALS:
         _ORIGINALS.update(
             struct=value_serialization._serialize_struct_type,
             federated=value_serialization._serialize_federated_value,
         )
-    value_serialization._serialize_struct_type = _serialize_struct
-    value_serialization._serialize_federated_value = _serialize_federated
+    _use(_serialize_struct, _serialize_federated)
     return True
+
+
+def _use(struct, federated) -> None:
+    from tensorflow_federated.python.core.impl.executors import value_serialization
+
+    value_serialization._serialize_struct_type = struct
+    value_serialization._serialize_federated_value = federated
 
 
 @contextlib.contextmanager
 def tffs_own():
     """TFF's own serializers for the duration (the benchmarks' "before")."""
+    if not _ORIGINALS:  # never replaced: TFF's own are in use
+        yield
+        return
     from tensorflow_federated.python.core.impl.executors import value_serialization
 
     current = value_serialization._serialize_struct_type, value_serialization._serialize_federated_value
-    if _ORIGINALS:
-        value_serialization._serialize_struct_type = _ORIGINALS['struct']
-        value_serialization._serialize_federated_value = _ORIGINALS['federated']
+    _use(_ORIGINALS['struct'], _ORIGINALS['federated'])
     try:
         yield
     finally:
-        value_serialization._serialize_struct_type, value_serialization._serialize_federated_value = current
+        _use(*current)
 
 
 def _serialize_struct(value, type_spec):

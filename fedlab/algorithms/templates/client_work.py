@@ -1,15 +1,14 @@
 """Every algorithm's client work on fedlab's fast client paths (client_inputs=tensors|shards), in one place.
 
 Each variant does the maths of its TFF counterpart on `tf.data.Dataset`s, batch for batch, with the same
-weighting, non-finite rule and metrics, but loops over the client's batch stream in-graph
-(`tensor_client_work.ClientInputs`):
+weighting, non-finite rule and metrics, but loops over the client's batch stream (`tensor_inputs.ClientInputs`)
+in-graph, as per-batch steps of the one local-training loop (fedlab.algorithms.templates.local_training):
 
     build_model_delta_client_work   FedAvg (TFF's model_delta_client_work) and FedProx (proximal_client_work)
     build_gradient_client_work      FedSGD (the client work of TFF's build_fed_sgd)
     build_mime_lite_client_work     Mime Lite (the client work of TFF's build_weighted_mime_lite)
 
-The training loops are traced with autograph=False, tf.while_loop and tf.cond written out: autograph would also
-convert every function they call (the model's forward pass, the optimizer), which took most of a process's build.
+The client updates are traced with autograph=False, as the loop is (local_training says why): tf.cond written out.
 """
 
 import collections
@@ -21,8 +20,9 @@ import tensorflow_federated as tff
 
 from fedlab.tff_internals import keras_forward_pass
 from fedlab.algorithms import UNIFORM
+from fedlab.algorithms.templates import local_training
 from fedlab.models import ModelFn
-from fedlab.fast_paths.tensor_inputs import ClientInputs, batch, model_types, num_batches
+from fedlab.fast_paths.tensor_inputs import ClientInputs, model_types
 
 
 class TensorClientWork(NamedTuple):
@@ -62,7 +62,8 @@ def _specs(tensors) -> tuple:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# In-graph client updates: (inputs of one client) -> (ClientResult, unfinalized metrics[, extra upload])
+# In-graph client updates: (inputs of one client) -> (ClientResult, unfinalized metrics[, extra upload]), each a
+# step or two of fedlab.algorithms.templates.local_training's loop.
 
 
 def _build_model_delta_update(model_fn: ModelFn, batch_size: int, *, weighting: str, proximal_strength: float):
@@ -72,15 +73,15 @@ def _build_model_delta_update(model_fn: ModelFn, batch_size: int, *, weighting: 
     @tf.function(autograph=False)
     def client_update(optimizer, initial_weights, data, optimizer_hparams):
         model.reset_metrics()  # each call reports one client's metrics (several per model when packed)
-        model_weights = tff.learning.models.ModelWeights.from_model(model)
-        _assign(model_weights, initial_weights)
+        model_weights = local_training.load_weights(model, initial_weights)
         trainable = tuple(tf.nest.flatten(model_weights.trainable))
         server_trainable = tuple(tf.nest.flatten(initial_weights.trainable))
         optimizer_state = optimizer.set_hparams(optimizer.initialize(_specs(trainable)), optimizer_hparams)
 
-        def train_on_batch(i, num_examples, optimizer_state, metric_sums):
+        def train_on_batch(batch, carry, forward):
+            num_examples, optimizer_state = carry
             with tf.GradientTape() as tape:
-                output, metric_sums = forward_pass(batch(data, i, batch_size), metric_sums, training=True)
+                output = forward(batch, training=True)
             gradients = tuple(tf.nest.flatten(tape.gradient(output.loss, model_weights.trainable)))
             if proximal_strength:  # FedProx: the gradient of mu/2 ||w - w_server||^2
                 gradients = tuple(
@@ -89,15 +90,10 @@ def _build_model_delta_update(model_fn: ModelFn, batch_size: int, *, weighting: 
                 )
             optimizer_state, updated = optimizer.next(optimizer_state, trainable, gradients)
             _assign(trainable, updated)
-            return i + 1, num_examples + tf.cast(output.num_examples, tf.int64), optimizer_state, metric_sums
+            return num_examples + tf.cast(output.num_examples, tf.int64), optimizer_state
 
-        batches = num_batches(data, batch_size)
-        _, num_examples, _, metric_sums = tf.while_loop(
-            lambda i, *_: i < batches,
-            train_on_batch,
-            (tf.constant(0), tf.zeros([], tf.int64), optimizer_state, forward_pass.initial_sums()),
-        )
-        forward_pass.write(metric_sums)
+        initial_carry = (tf.zeros([], tf.int64), optimizer_state)
+        num_examples, _ = local_training.run_batches(data, batch_size, train_on_batch, initial_carry, forward_pass)
         delta = tf.nest.map_structure(tf.subtract, initial_weights.trainable, model_weights.trainable)
         delta, non_finite = _zero_if_any_non_finite(delta)
 
@@ -120,27 +116,23 @@ def _build_gradient_update(model_fn: ModelFn, batch_size: int, *, weighting: str
     @tf.function(autograph=False)
     def client_update(initial_weights, data):
         model.reset_metrics()  # each call reports one client's metrics (several per model when packed)
-        model_weights = tff.learning.models.ModelWeights.from_model(model)
-        _assign(model_weights, initial_weights)
+        model_weights = local_training.load_weights(model, initial_weights)
 
-        def accumulate(i, gradient_sums, num_examples, metric_sums):
+        def accumulate(batch, carry, forward):
+            gradient_sums, num_examples = carry
             with tf.GradientTape() as tape:
-                output, metric_sums = forward_pass(batch(data, i, batch_size), metric_sums, training=True)
+                output = forward(batch, training=True)
             gradients = tape.gradient(
                 output.loss, model_weights.trainable, unconnected_gradients=tf.UnconnectedGradients.ZERO
             )
             batch_examples = tf.cast(output.num_examples, tf.float32)
             gradient_sums = tuple(s + batch_examples * g for s, g in zip(gradient_sums, tf.nest.flatten(gradients)))
-            return i + 1, gradient_sums, num_examples + batch_examples, metric_sums
+            return gradient_sums, num_examples + batch_examples
 
         zeros = tuple(tf.zeros_like(v) for v in tf.nest.flatten(model_weights.trainable))
-        batches = num_batches(data, batch_size)
-        _, gradient_sums, num_examples, metric_sums = tf.while_loop(
-            lambda i, *_: i < batches,
-            accumulate,
-            (tf.constant(0), zeros, tf.constant(0.0), forward_pass.initial_sums()),
+        gradient_sums, num_examples = local_training.run_batches(
+            data, batch_size, accumulate, (zeros, tf.constant(0.0)), forward_pass
         )
-        forward_pass.write(metric_sums)
         average = tf.nest.pack_sequence_as(initial_weights.trainable, [s / num_examples for s in gradient_sums])
         metrics = model.report_local_unfinalized_metrics()
         average, non_finite = _zero_if_any_non_finite(average)
@@ -156,44 +148,38 @@ def _build_mime_lite_update(model_fn: ModelFn, batch_size: int, *, weighting: st
 
     @tf.function(autograph=False)
     def client_update(optimizer, optimizer_state, initial_weights, data):
-        model_weights = tff.learning.models.ModelWeights.from_model(model)
-        _assign(model_weights, initial_weights)
+        model_weights = local_training.load_weights(model, initial_weights)
         trainable = tuple(tf.nest.flatten(model_weights.trainable))
-        batches = num_batches(data, batch_size)
 
         # 1. The full-batch gradient at the server's weights (the second upload, which updates the server's
         # copy of the base optimizer's state).
-        def accumulate(i, gradient_sums, num_examples, metric_sums):
+        def accumulate(batch, carry, forward):
+            gradient_sums, num_examples = carry
             with tf.GradientTape() as tape:
-                output, metric_sums = forward_pass(batch(data, i, batch_size), metric_sums, training=True)
+                output = forward(batch, training=True)
             batch_examples = tf.cast(output.num_examples, tf.int64)
             gradients = tf.nest.flatten(tape.gradient(output.loss, model_weights.trainable))
             gradient_sums = tuple(s + g * tf.cast(batch_examples, g.dtype) for s, g in zip(gradient_sums, gradients))
-            return i + 1, gradient_sums, num_examples + batch_examples, metric_sums
+            return gradient_sums, num_examples + batch_examples
 
         zeros = tuple(tf.zeros_like(v) for v in trainable)
-        _, gradient_sums, num_examples, _ = tf.while_loop(
-            lambda i, *_: i < batches,
-            accumulate,
-            (tf.constant(0), zeros, tf.zeros([], tf.int64), forward_pass.initial_sums()),
+        gradient_sums, num_examples = local_training.run_batches(
+            data, batch_size, accumulate, (zeros, tf.zeros([], tf.int64)), forward_pass
         )
         full_gradient = tuple(tf.math.divide_no_nan(s, tf.cast(num_examples, s.dtype)) for s in gradient_sums)
         # Metrics report the local training only, as TFF's Mime Lite (tf.function runs stateful ops in order).
         model.reset_metrics()
 
         # 2. Local training with the base optimizer's state held fixed.
-        def train_on_batch(i, metric_sums):
+        def train_on_batch(batch, carry, forward):
             with tf.GradientTape() as tape:
-                output, metric_sums = forward_pass(batch(data, i, batch_size), metric_sums, training=True)
+                output = forward(batch, training=True)
             gradients = tuple(tf.nest.flatten(tape.gradient(output.loss, model_weights.trainable)))
             _, updated = optimizer.next(optimizer_state, trainable, gradients)
             _assign(trainable, updated)
-            return i + 1, metric_sums
+            return carry
 
-        _, metric_sums = tf.while_loop(
-            lambda i, _: i < batches, train_on_batch, (tf.constant(0), forward_pass.initial_sums())
-        )
-        forward_pass.write(metric_sums)
+        local_training.run_batches(data, batch_size, train_on_batch, (), forward_pass)
         delta = tf.nest.map_structure(tf.subtract, initial_weights.trainable, model_weights.trainable)
         metrics = model.report_local_unfinalized_metrics()
         delta, non_finite = _zero_if_any_non_finite(delta)

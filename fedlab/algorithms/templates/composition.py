@@ -1,14 +1,16 @@
 """A learning process from fedlab's fast client work: TFF's `compose_learning_process`, minus its check that
-client data is a sequence (the check the fast paths exist to avoid)."""
+client data is a sequence (the check the fast paths exist to avoid); and `build_process`, the fork between TFF's
+own builder (client_inputs=dataset) and fedlab's client work (tensors, shards) that every algorithm's builder takes."""
 
 import collections
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow_federated as tff
 
 from fedlab.fast_paths import client_packing
 from fedlab.algorithms import aggregation
-from fedlab.algorithms.templates import packed_round
+from fedlab.algorithms.templates import algorithm_state, packed_round
 from fedlab.algorithms.templates.client_work import TensorClientWork
 from fedlab.models import ModelFn
 from fedlab.fast_paths.tensor_inputs import ClientInputs
@@ -33,18 +35,17 @@ def compose(
     distributor = tff.learning.templates.build_broadcast_process(weights_type)
     aggregator = model_aggregator.create(weights_type.trainable, tff.TensorType(np.float32))
     finalizer = tff.learning.templates.build_apply_optimizer_finalizer(server_optimizer, weights_type)
-    state_cls = tff.learning.templates.LearningAlgorithmState
 
     @tff.federated_computation
     def init_fn():
         weights = tff.federated_eval(initial_model_weights_fn, tff.SERVER)
         return tff.federated_zip(
-            state_cls(
-                weights,
-                distributor.initialize(),
-                client_work.initialize(),
-                aggregator.initialize(),
-                finalizer.initialize(),
+            algorithm_state(
+                global_model_weights=weights,
+                distributor=distributor.initialize(),
+                client_work=client_work.initialize(),
+                aggregator=aggregator.initialize(),
+                finalizer=finalizer.initialize(),
             )
         )
 
@@ -57,7 +58,13 @@ def compose(
         aggregated = aggregator.next(state.aggregator, trained.result.update, trained.result.update_weight)
         finalized = finalizer.next(state.finalizer, state.global_model_weights, aggregated.result)
         new_state = tff.federated_zip(
-            state_cls(finalized.result, distributed.state, trained.state, aggregated.state, finalized.state)
+            algorithm_state(
+                global_model_weights=finalized.result,
+                distributor=distributed.state,
+                client_work=trained.state,
+                aggregator=aggregated.state,
+                finalizer=finalized.state,
+            )
         )
         metrics = tff.federated_zip(
             collections.OrderedDict(
@@ -92,7 +99,7 @@ def compose(
 
     @tff.tensorflow.computation(state_type, state_type.global_model_weights)
     def set_model_weights_fn(state, model_weights):  # TFF's parameter names: the same type signature
-        return state_cls(model_weights, state.distributor, state.client_work, state.aggregator, state.finalizer)
+        return algorithm_state(state, global_model_weights=model_weights)
 
     @tff.tensorflow.computation(state_type)
     def get_hparams_fn(state):
@@ -102,12 +109,10 @@ def compose(
 
     @tff.tensorflow.computation(state_type, get_hparams_fn.type_signature.result)
     def set_hparams_fn(state, hparams):
-        return state_cls(
-            state.global_model_weights,
-            state.distributor,
-            client_work.set_hparams(state.client_work, hparams['client_work']),
-            state.aggregator,
-            finalizer.set_hparams(state.finalizer, hparams['finalizer']),
+        return algorithm_state(
+            state,
+            client_work=client_work.set_hparams(state.client_work, hparams['client_work']),
+            finalizer=finalizer.set_hparams(state.finalizer, hparams['finalizer']),
         )
 
     return tff.learning.templates.LearningProcess(
@@ -135,17 +140,27 @@ def fast_inputs(client_inputs: str, batch_size: int, *, packed: bool = False) ->
     return ClientInputs(batch_size=batch_size, from_shards=client_inputs == 'shards', packed=packed)
 
 
-def checked_inputs(
+def build_process(
+    model_fn: ModelFn,
+    server_optimizer: tff.learning.optimizers.Optimizer,
+    tff_builder: Callable[[], tff.learning.templates.LearningProcess],
+    client_work_builder: Callable[[ClientInputs], TensorClientWork],
+    *,
     client_inputs: str,
     batch_size: int,
-    *,
     weighting: str,
     model_aggregator: aggregation.AggregationFactory | None,
-    packed: bool = False,
-) -> ClientInputs | None:
-    """The builders' first step: `weighting` checked against `model_aggregator` (and, for packed clients, that it
-    is a weighted mean: fedlab.fast_paths.client_packing), then `fast_inputs`."""
+    pack_clients: bool = False,
+) -> tff.learning.templates.LearningProcess:
+    """The fork every algorithm's builder shares: `weighting` checked against `model_aggregator` (and, for packed
+    clients, that it is a weighted mean: fedlab.fast_paths.client_packing); then on client_inputs=dataset
+    `tff_builder()`, TFF's own process, and on tensors or shards `client_work_builder(inputs)` composed with
+    `model_aggregator` (as weighted) and `server_optimizer`."""
     aggregation.check_weighting(weighting, model_aggregator)
-    if packed:
+    if pack_clients:
         client_packing.check_linear(model_aggregator)
-    return fast_inputs(client_inputs, batch_size, packed=packed)
+    inputs = fast_inputs(client_inputs, batch_size, packed=pack_clients)
+    if inputs is None:
+        return tff_builder()
+    work = client_work_builder(inputs)
+    return compose(model_fn, work, aggregation.as_weighted(model_aggregator), server_optimizer)

@@ -25,6 +25,7 @@ import collections
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from fedlab.algorithms.templates import algorithm_state
 from fedlab.algorithms.templates.client_work import TensorClientWork
 from fedlab.models import ModelFn
 
@@ -63,7 +64,6 @@ def build_next(
     distributor_measurements = _empty_at_server(distributor.next.type_signature.result.measurements)
     aggregator_measurements = _empty_at_server(aggregator.next.type_signature.result.measurements)
     client_data_type = tff.FederatedType(data_type, tff.CLIENTS)
-    state_cls = tff.learning.templates.LearningAlgorithmState
 
     @tff.federated_computation(state_type, client_data_type)
     def next_fn(state, client_data):
@@ -73,7 +73,7 @@ def build_next(
         finalized = finalizer.next(state.finalizer, state.global_model_weights, mean_update)
         train = tff.federated_map(finalize_metrics, sums[2])
         new_state = tff.federated_zip(
-            state_cls(finalized.result, state.distributor, state.client_work, state.aggregator, finalized.state)
+            algorithm_state(state, global_model_weights=finalized.result, finalizer=finalized.state)
         )
         metrics = tff.federated_zip(
             collections.OrderedDict(

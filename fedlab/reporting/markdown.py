@@ -1,0 +1,106 @@
+"""report.md: the report's tables (summaries.Tables) as Markdown sections, numbers formatted for reading."""
+
+import pathlib
+
+from fedlab.reporting.summaries import Tables
+
+GROUP_TABLE = ['group', 'final_eval_accuracy', 'best_eval_accuracy_mean', 'rounds_to_target_mean', 'reached_target',
+               'uplink_mib', 'wall_seconds_mean']  # fmt: skip
+COMPARISON_TABLE = ['group', 'eval_accuracy', 'uplink_mib_per_client_round', 'uplink_smaller_than_mean',
+                    'centralized_accuracy', 'gap_to_centralized']  # fmt: skip
+NOT_COMPLETED_TABLE = ['run', 'status', 'rounds', 'error']
+RUN_TABLE = ['run', 'group', 'seed', 'status', 'rounds', 'final_eval_accuracy', 'final_eval_loss', 'best_round',
+             'best_eval_accuracy', 'rounds_to_target', 'uplink_mib', 'downlink_mib', 'wall_seconds']  # fmt: skip
+
+
+def render(sweep_dir: pathlib.Path, tables: Tables, figures: list[str], *, target: float | None,
+           privacy_sections: list[str]) -> str:  # fmt: skip
+    """The text of report.md; `privacy_sections` (privacy.sections) go before the table of runs."""
+    sections = [
+        f'# fedlab report: {sweep_dir}',
+        _overview(tables),
+        *_groups(tables, target),
+        *_comparison(tables),
+        *_not_completed(tables),
+        *privacy_sections,
+        *_runs(tables),
+        '## Figures',
+        *[f'![{name}]({name})' for name in figures],
+    ]
+    return '\n\n'.join(sections) + '\n'
+
+
+def _overview(tables: Tables) -> str:
+    runs, not_completed = len(tables.runs), len(tables.not_completed)
+    return (
+        f'{runs} runs, {runs - not_completed} completed, in {len(tables.groups)} groups (runs that differ '
+        'only in their seed; mean ± sample standard deviation over the seeds, n = seeds). Accuracy is on the '
+        'clients\' pooled held-out data (federated evaluation; for centralized runs the same examples), the last '
+        'round\'s; bits are what each training round transmits, from the communication ledger.'
+    )
+
+
+def _groups(tables: Tables, target: float | None) -> list[str]:
+    target_text = f' (rounds_to_target: first evaluated round with accuracy >= {target})' if target is not None else ''
+    rows = [
+        dict(row, final_eval_accuracy=plus_minus(row['final_eval_accuracy_mean'], row['final_eval_accuracy_std'],
+                                                 row['seeds']),
+             uplink_mib=mib(row['cumulative_uplink_bits']))
+        for row in tables.by_group.values()
+    ]  # fmt: skip
+    return [f'## Groups{target_text}', table(rows, GROUP_TABLE)]
+
+
+def _comparison(tables: Tables) -> list[str]:
+    rows = [
+        dict(
+            c,
+            eval_accuracy=plus_minus(c['eval_accuracy'], c['eval_accuracy_std'], c['seeds']),
+            uplink_mib_per_client_round=mib(c['uplink_bits_per_client']),
+            uplink_smaller_than_mean=_times(c['uplink_smaller_than_mean']),
+        )
+        for c in tables.comparison
+    ]
+    return ['## Federated groups against `aggregator=mean` and the centralized baseline', table(rows, COMPARISON_TABLE)]
+
+
+def _not_completed(tables: Tables) -> list[str]:
+    if not tables.not_completed:
+        return []
+    return ['## Runs that did not complete (not in any group)', table(tables.not_completed, NOT_COMPLETED_TABLE)]
+
+
+def _runs(tables: Tables) -> list[str]:
+    rows = [dict(s, uplink_mib=mib(s['cumulative_uplink_bits']), downlink_mib=mib(s['cumulative_downlink_bits']))
+            for s in tables.summaries]  # fmt: skip
+    return ['## Runs', table(rows, RUN_TABLE)]
+
+
+def _times(ratio) -> str | None:
+    return f'{ratio:.2f}x' if ratio else None
+
+
+def table(rows: list[dict], columns: list[str]) -> str:
+    """A Markdown table of `columns`: seconds to 1 digit, MiB to 3, other floats to 4; '–' for no value."""
+    lines = ['| ' + ' | '.join(columns) + ' |', '|' + '---|' * len(columns)]
+    digits = {c: 1 if c.endswith('seconds') else 3 if 'mib' in c else 4 for c in columns}
+    lines += ['| ' + ' | '.join(fmt(row.get(c), digits[c]) for c in columns) + ' |' for row in rows]
+    return '\n'.join(lines)
+
+
+def fmt(value, digits: int = 4) -> str:
+    if value is None or value == '':
+        return '–'
+    if isinstance(value, float):
+        return f'{value:.{digits}f}'
+    if isinstance(value, int) and abs(value) >= 10_000:
+        return f'{value:,}'
+    return str(value)
+
+
+def plus_minus(mean, std, seeds) -> str:
+    return '–' if mean is None else f'{mean:.4f} ± {std:.4f} (n={seeds})'
+
+
+def mib(bits) -> float | None:
+    return None if bits in (None, '') else bits / 8 / 2**20
