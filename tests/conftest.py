@@ -20,6 +20,20 @@ needs_leaf_sample = pytest.mark.skipif(
 TINY = ['data.num_clients=6', 'clients_per_round=3', 'rounds=2', 'eval_every=1', 'client_epochs=2']
 
 
+def modules_loaded_by(code: str, roots=('tensorflow', 'tensorflow_federated')) -> list[str]:
+    """The modules under `roots` that a fresh Python process has loaded after running `code` (boundary tests: the
+    parts that answer before TensorFlow loads must never import it)."""
+    import json
+    import subprocess
+    import sys
+
+    roots = json.dumps(list(roots))
+    report = f"\nimport json, sys\nprint(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {roots})))\n"
+    proc = subprocess.run([sys.executable, '-c', code + report], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def compose_config(overrides=()):
     with initialize_config_module('fedlab.conf', version_base='1.3'):
         return compose('config', overrides=list(overrides))
