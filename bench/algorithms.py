@@ -93,11 +93,11 @@ def main(argv=None) -> list[str]:
     k = args.rounds_per_call
     args.rounds = -(-args.rounds // k) * k  # whole blocks
 
-    from fedlab.run import round_inputs, worker_processes
-    from fedlab.fast_paths import client_packing, round_blocks
     from fedlab import models
-    from fedlab.tff_internals import serialization
     from fedlab.data import federated_data
+    from fedlab.fast_paths import client_packing, round_blocks
+    from fedlab.run import round_inputs, worker_processes
+    from fedlab.tff_internals import serialization
 
     worker_processes.set_intra_op_threads(args.intra_op_threads or None)  # TFF's worker as a default run starts it
 

@@ -68,8 +68,8 @@ def evaluator(model_fn, client_arrays: dict, batch_size: int = 100):
     """fedlab's federated evaluation over the clients' arrays."""
     import functools
 
-    from fedlab.run import evaluation, round_inputs
     from fedlab.data import federated_data
+    from fedlab.run import evaluation, round_inputs
 
     data = federated_data.client_data_from_arrays(client_arrays)
     pipeline = functools.partial(round_inputs.eval_pipeline, batch_size=batch_size)

@@ -78,8 +78,8 @@ def _empty_round(model_fn):
 
 def _federation(clients: dict):
     """The clients' data, their training pipeline (one epoch) and each client's dataset, in sorted id order."""
-    from fedlab.run import round_inputs
     from fedlab.data import federated_data
+    from fedlab.run import round_inputs
 
     data = federated_data.client_data_from_arrays(clients)
     pipeline = functools.partial(round_inputs.train_pipeline, config=round_inputs.PipelineConfig(epochs=1))
@@ -107,9 +107,9 @@ def measure(architecture: str, clients: dict, *, rounds: int, rounds_per_call: i
     import tensorflow as tf
     import tensorflow_federated as tff
 
-    from fedlab.run import round_inputs
-    from fedlab.fast_paths import client_packing, round_blocks
     from fedlab import models
+    from fedlab.fast_paths import client_packing, round_blocks
+    from fedlab.run import round_inputs
 
     ids = sorted(clients)
     data, pipeline, datasets = _federation(clients)  # in `ids` order

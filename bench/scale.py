@@ -404,9 +404,9 @@ def shard_format(rounds: int, directory: str) -> None:
     import numpy as np
 
     from fedlab import aggregators, models, sampling
-    from fedlab.run import round_inputs, round_loop, worker_processes
-    from fedlab.fast_paths import shards
     from fedlab.data import leaf
+    from fedlab.fast_paths import shards
+    from fedlab.run import round_inputs, round_loop, worker_processes
 
     with worker_processes.worker_cleanup():
         data = leaf.load_leaf(str(SAMPLE))

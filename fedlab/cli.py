@@ -14,13 +14,14 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from fedlab.record import checkpoints, rundir
-from fedlab.config import checks as config_checks, efficiency, identity, launchers, schema
-from fedlab.system import malloc_arenas, scratch_dirs
-from fedlab.run import interrupts, worker_processes
-from fedlab.privacy import checks as privacy_checks
 from fedlab import seeds, sweep
+from fedlab.config import checks as config_checks
+from fedlab.config import efficiency, identity, launchers, schema
 from fedlab.errors import FedlabError, RunStopped
+from fedlab.privacy import checks as privacy_checks
+from fedlab.record import checkpoints, rundir
+from fedlab.run import interrupts, worker_processes
+from fedlab.system import malloc_arenas, scratch_dirs
 
 # Hydra composes with the typed schema (config.yaml's defaults list names it). Importing the fedlab.conf package
 # registers it too, but `--info defaults` and `--info defaults-tree` compose without importing that package.
@@ -170,8 +171,8 @@ def centralized(cfg: DictConfig, run_dir: pathlib.Path, run_info: dict | None = 
     """The centralized baseline: the model's Keras architecture trained on the pooled client data."""
     data = load_data(cfg)
 
-    from fedlab.run import centralized as baseline
     from fedlab import models
+    from fedlab.run import centralized as baseline
 
     # `custom` is the hand-written twin of `linear`: its Keras equivalent is the linear architecture.
     architecture = cfg.model.get('architecture', 'linear')

@@ -7,11 +7,11 @@ import math
 import numpy as np
 import pytest
 
-from fedlab.run import round_inputs, evaluation
-from fedlab.record import ledger
 from fedlab import models
 from fedlab.algorithms import NUM_EXAMPLES, UNIFORM, optimizers
 from fedlab.data import federated_data
+from fedlab.record import ledger
+from fedlab.run import evaluation, round_inputs
 
 IMAGE = (8, 8, 1)
 BATCH = 4

@@ -7,8 +7,8 @@ import pathlib
 
 import pytest
 
-from fedlab.record import checkpoints, ledger, tables
 from fedlab import cli
+from fedlab.record import checkpoints, ledger, tables
 from tests.conftest import TINY, compose_config
 
 OVERRIDES = [*TINY, 'rounds=4', 'checkpoint_every=2', 'sampling=uniform', 'data.num_clients=8']

@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from fedlab.run import centralized
 from fedlab import cli
-from fedlab.record import tables
 from fedlab.data.federated_data import examples_per_client
+from fedlab.record import tables
+from fedlab.run import centralized
 from tests.conftest import TINY, compose_config
 
 

@@ -15,11 +15,11 @@ import pytest
 
 from fedlab import cli
 from fedlab.config import efficiency
-from fedlab.run import interrupts, worker_processes
-from fedlab.record import recorder
-from fedlab.tff_internals import resident_state
-from fedlab.fast_paths import round_blocks
 from fedlab.errors import FedlabError, TrainingDiverged
+from fedlab.fast_paths import round_blocks
+from fedlab.record import recorder
+from fedlab.run import interrupts, worker_processes
+from fedlab.tff_internals import resident_state
 from tests.conftest import compose_config
 
 # 5 rounds in blocks of 2 (1-2, 3-4 and the last, 5, alone: it is evaluated) with 3 of 6 clients a round.
@@ -169,11 +169,11 @@ def test_packed_clients_match_on_both_fast_paths(client_inputs, tmp_path):
 def test_a_non_finite_client_is_dropped_as_unpacked():
     """One client's pixels are NaN: its update is non-finite, so it counts with weight 0 and no metrics, packed in a
     group with a finite client exactly as alone."""
-    from fedlab.run import round_inputs
-    from fedlab.fast_paths import client_packing
     from fedlab import models
     from fedlab.algorithms import fedavg, optimizers
     from fedlab.data import federated_data
+    from fedlab.fast_paths import client_packing
+    from fedlab.run import round_inputs
 
     rng = np.random.default_rng(0)
     arrays = {
@@ -200,8 +200,8 @@ def test_a_non_finite_client_is_dropped_as_unpacked():
 
 
 def _tiny_federation(num_clients=4):
-    from fedlab.run import round_inputs
     from fedlab.data import federated_data
+    from fedlab.run import round_inputs
 
     rng = np.random.default_rng(0)
     arrays = {
@@ -219,10 +219,10 @@ def test_the_fused_packed_round_is_the_composed_one_bit_for_bit(algorithm):
     import tensorflow as tf
     import tensorflow_federated as tff
 
-    from fedlab.fast_paths import client_packing
     from fedlab import models
     from fedlab.algorithms import optimizers
     from fedlab.algorithms.templates import client_work, composition
+    from fedlab.fast_paths import client_packing
 
     model_fn = models.keras_model_fn((8, 8, 1), 10, architecture='linear')
     inputs = composition.fast_inputs('shards', 4, packed=True)
@@ -254,9 +254,9 @@ def test_the_fused_packed_round_is_the_composed_one_bit_for_bit(algorithm):
 def test_a_blocks_metrics_come_back_as_one_vector_with_their_types(resident):
     """round_blocks.MetricsVector: every round's metrics of a block in one float64 vector, decoded to the values,
     containers and dtypes `process.next` returns."""
-    from fedlab.fast_paths import client_packing
     from fedlab import models
     from fedlab.algorithms import fedavg, optimizers
+    from fedlab.fast_paths import client_packing
 
     model_fn = models.keras_model_fn((8, 8, 1), 10, architecture='linear')
     process = fedavg.build_fed_avg(model_fn, optimizers.sgd(0.1), optimizers.sgd(1.0), pack_clients=True, batch_size=4)

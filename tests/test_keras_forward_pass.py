@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fedlab.tff_internals import keras_forward_pass
 from fedlab import models
+from fedlab.tff_internals import keras_forward_pass
 
 
 def _batches(seed: int):

@@ -10,9 +10,9 @@ import sys
 import dp_accounting
 import pytest
 
-from fedlab.privacy import accounting, checks
 from fedlab import sampling
 from fedlab.errors import FedlabError
+from fedlab.privacy import accounting, checks
 from tests.conftest import compose_config
 
 

@@ -260,9 +260,9 @@ def test_dp_on_the_dataset_path_without_noise_is_the_unweighted_mean_of_client_m
     average of the models each client reaches alone (clients of different sizes: a weighted mean would differ)."""
     import functools
 
-    from fedlab.run import round_inputs, round_loop
     from fedlab import models
     from fedlab.data import digits
+    from fedlab.run import round_inputs, round_loop
 
     data = digits.load_digits(num_clients=6)
     ids = sorted(data.client_ids)[:3]

@@ -12,10 +12,10 @@ import uuid
 import pytest
 from omegaconf import OmegaConf
 
-from fedlab.config import identity
-from fedlab.record import checkpoints
 from fedlab import cli
+from fedlab.config import identity
 from fedlab.errors import FedlabError, TrainingDiverged
+from fedlab.record import checkpoints
 from tests.conftest import TINY, compose_config
 from tests.test_cli import FEDLAB, _env, _workers_with_token
 

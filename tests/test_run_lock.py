@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from fedlab.record import rundir
 from fedlab.errors import FedlabError
+from fedlab.record import rundir
 
 
 def test_a_second_lock_is_refused_naming_the_holder_and_is_free_once_released(tmp_path):

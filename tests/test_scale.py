@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from fedlab.config import identity
-from fedlab.system import scratch_dirs
-from fedlab.fast_paths import shards
 from fedlab.errors import FedlabError
+from fedlab.fast_paths import shards
+from fedlab.system import scratch_dirs
 from tests.conftest import LEAF_SAMPLE, REPO, TINY, compose_config
 
 needs_sample = pytest.mark.skipif(not LEAF_SAMPLE.is_dir(), reason=f'{LEAF_SAMPLE} is not on this machine')
@@ -231,8 +231,8 @@ def test_round_ahead_with_poisson_sampling_serves_every_round_its_clients_and_em
     shards, an empty round none, and the next round's are written ahead."""
     import tensorflow as tf
 
-    from fedlab.run import round_inputs
     from fedlab import sampling
+    from fedlab.run import round_inputs
 
     data = _client_data([3, 5, 0, 4, 6, 2])
     sampler = sampling.poisson(data.client_ids, 1, seed=_seed_with_empty_and_full_rounds(data.client_ids))
@@ -271,9 +271,9 @@ def test_one_epoch_shards_train_every_algorithm_on_the_pipelines_own_stream(tmp_
     """An algorithm's client work on one-epoch shards (gathered in-graph) trains exactly as on the pipeline's
     stream materialized by tf.data itself, shuffled over 2 epochs (tests/test_algorithms.py compares with TFF's
     dataset path, which for Mime Lite needs an unshuffled pipeline)."""
-    from fedlab.run import round_inputs
-    from fedlab.fast_paths import tensor_inputs
     from fedlab.algorithms import fedprox, fedsgd, mime_lite, optimizers
+    from fedlab.fast_paths import tensor_inputs
+    from fedlab.run import round_inputs
 
     data = _client_data([9, 13, 6])
     config = round_inputs.PipelineConfig(epochs=2, batch_size=4, shuffle_buffer=8, seed=3)
@@ -542,9 +542,9 @@ def test_emnist_with_3400_writers_trains_and_evaluates_everyone_at_the_end(tmp_p
 @pytest.mark.slow
 @needs_sample
 def test_shard_disk_stays_within_budget_over_many_uniform_rounds(tmp_path):
-    from fedlab.run import round_inputs
     from fedlab import sampling
     from fedlab.data import leaf
+    from fedlab.run import round_inputs
 
     data = leaf.load_leaf(str(LEAF_SAMPLE))
     budget = 12 << 20  # a quarter of the sample's one-epoch shards

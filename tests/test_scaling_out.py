@@ -13,8 +13,8 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
-from fedlab.config import launchers
 from fedlab import runtime
+from fedlab.config import launchers
 from fedlab.errors import FedlabError, WorkerLost
 from tests.conftest import compose_config
 from tests.test_cli import _run

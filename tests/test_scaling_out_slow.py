@@ -9,8 +9,8 @@ import uuid
 
 import pytest
 
-from fedlab.run import worker_processes
 from fedlab.errors import WorkerLost
+from fedlab.run import worker_processes
 from tests.conftest import REPO
 from tests.test_cli import FEDLAB, _env, _run
 from tests.worker_services import worker_services

@@ -88,8 +88,8 @@ def test_fast_processes_have_tffs_types_but_for_the_client_data(aggregator):
 def test_client_tensors_hold_the_pipelines_batch_stream():
     import functools
 
-    from fedlab.run import round_inputs
     from fedlab.data import federated_data
+    from fedlab.run import round_inputs
 
     rng = np.random.default_rng(0)
     arrays = {f'c{i}': (rng.random((7 + i, 2, 2, 1), np.float32), np.arange(7 + i, dtype=np.int32)) for i in range(3)}
@@ -111,9 +111,9 @@ def test_client_shards_hold_the_batch_stream_and_are_deleted_on_close():
 
     import tensorflow as tf
 
-    from fedlab.run import round_inputs
-    from fedlab.fast_paths import tensor_inputs
     from fedlab.data import federated_data
+    from fedlab.fast_paths import tensor_inputs
+    from fedlab.run import round_inputs
 
     rng = np.random.default_rng(0)
     arrays = {f'c{i}': (rng.random((5 + i, 2, 2, 1), np.float32), np.arange(5 + i, dtype=np.int32)) for i in range(2)}
@@ -135,8 +135,8 @@ def test_shard_evaluation_reports_what_tffs_fed_eval_reports():
     import functools
 
     from fedlab import aggregators, models
-    from fedlab.run import round_inputs, evaluation, round_loop
     from fedlab.data import federated_data
+    from fedlab.run import evaluation, round_inputs, round_loop
 
     rng = np.random.default_rng(1)
     arrays = {f'c{i}': (rng.random((9 + 4 * i, 8, 8, 1), np.float32), rng.integers(0, 10, 9 + 4 * i)) for i in range(3)}

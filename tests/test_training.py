@@ -7,8 +7,8 @@ import math
 import pytest
 
 from fedlab import cli
-from fedlab.record import ledger
 from fedlab.data.federated_data import examples_per_client
+from fedlab.record import ledger
 from tests.conftest import TINY, compose_config
 
 MODELS = ['linear', 'custom', 'fedavg_cnn', 'simple_cnn']

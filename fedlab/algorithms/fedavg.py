@@ -5,8 +5,8 @@ the aggregate with `server_optimizer`."""
 import tensorflow_federated as tff
 
 from fedlab.algorithms import aggregation
-from fedlab.algorithms.templates import client_work, composition
 from fedlab.algorithms.aggregation import NUM_EXAMPLES, AggregationFactory
+from fedlab.algorithms.templates import client_work, composition
 from fedlab.models import ModelFn
 
 

@@ -12,8 +12,8 @@ tests/test_algorithms.py checks that fedlab's client work with strength -mu repr
 import tensorflow_federated as tff
 
 from fedlab.algorithms import aggregation
-from fedlab.algorithms.templates import client_work, composition
 from fedlab.algorithms.aggregation import NUM_EXAMPLES, AggregationFactory
+from fedlab.algorithms.templates import client_work, composition
 from fedlab.errors import FedlabError
 from fedlab.models import ModelFn
 

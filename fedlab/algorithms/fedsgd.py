@@ -5,8 +5,8 @@ There is no client optimizer, client learning rate or local epoch: fedlab refuse
 import tensorflow_federated as tff
 
 from fedlab.algorithms import aggregation
-from fedlab.algorithms.templates import client_work, composition
 from fedlab.algorithms.aggregation import NUM_EXAMPLES, UNIFORM, AggregationFactory
+from fedlab.algorithms.templates import client_work, composition
 from fedlab.errors import FedlabError
 from fedlab.models import ModelFn
 

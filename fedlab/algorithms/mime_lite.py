@@ -9,8 +9,8 @@ import collections
 import tensorflow_federated as tff
 
 from fedlab.algorithms import aggregation
-from fedlab.algorithms.templates import algorithm_state, client_work, composition
 from fedlab.algorithms.aggregation import NUM_EXAMPLES, AggregationFactory
+from fedlab.algorithms.templates import algorithm_state, client_work, composition
 from fedlab.models import ModelFn
 
 

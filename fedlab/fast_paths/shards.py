@@ -22,8 +22,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from fedlab.system import scratch_dirs
 from fedlab.errors import FedlabError
+from fedlab.system import scratch_dirs
 
 KEYS = ('x', 'y')  # the model's input keys, in the shard's file names
 ORDER = 'i'

@@ -9,9 +9,9 @@ import pathlib
 import re
 import shutil
 
-from fedlab.system import malloc_arenas
-from fedlab.run import interrupts
 from fedlab.errors import FedlabError
+from fedlab.run import interrupts
+from fedlab.system import malloc_arenas
 
 PREFIX = 'round_'
 STATE_DIR = 'state'  # inside a checkpoint: the program state, as FileProgramStateManager writes it

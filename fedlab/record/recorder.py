@@ -13,8 +13,8 @@ import pathlib
 import time
 from typing import Protocol
 
-from fedlab.record import checkpoints, tables, rundir
 from fedlab import errors
+from fedlab.record import checkpoints, rundir, tables
 from fedlab.run import interrupts
 from fedlab.run.observers import RoundObserver, RoundResult
 

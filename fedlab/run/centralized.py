@@ -9,8 +9,8 @@ import numpy as np
 import tensorflow as tf
 
 from fedlab import errors
-from fedlab.record import tables, rundir
 from fedlab.data.federated_data import LABEL, PIXELS, FederatedData
+from fedlab.record import rundir, tables
 
 EVAL = 'eval'  # the pooled held-out data: the same examples federated evaluation uses
 POPULATIONS = ['train', EVAL]

@@ -8,15 +8,15 @@ from typing import TYPE_CHECKING
 
 import tensorflow_federated as tff
 
-from fedlab.record import checkpoints, ledger, recorder
-from fedlab.run import round_inputs, evaluation, interrupts, observers, round_loop, worker_processes
-from fedlab.fast_paths import client_packing
 from fedlab.algorithms.schedules import LearningRates
-from fedlab.data.federated_data import FederatedData
 from fedlab.config.efficiency import Efficiency
+from fedlab.data.federated_data import FederatedData
 from fedlab.errors import TrainingDiverged
+from fedlab.fast_paths import client_packing
 from fedlab.models import ModelFn
+from fedlab.record import checkpoints, ledger, recorder
 from fedlab.record.recorder import EVAL, RunOutputs, RunRecorder
+from fedlab.run import evaluation, interrupts, observers, round_inputs, round_loop, worker_processes
 from fedlab.sampling import Sampler
 
 if TYPE_CHECKING:

@@ -13,8 +13,8 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from fedlab import seeds
-from fedlab.fast_paths import shards
 from fedlab.data.federated_data import LABEL, PIXELS
+from fedlab.fast_paths import shards
 
 
 @dataclasses.dataclass(frozen=True)

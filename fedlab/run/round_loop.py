@@ -7,15 +7,15 @@ from collections.abc import Callable, Sequence
 
 import tensorflow_federated as tff
 
-from fedlab.run import evaluation, interrupts
-from fedlab.run.observers import Evaluations, RoundObserver, RoundResult
-from fedlab.fast_paths import round_blocks
-from fedlab.tff_internals import serialization
 from fedlab.algorithms.schedules import LearningRates
 from fedlab.config.efficiency import Efficiency
 from fedlab.errors import TrainingDiverged
+from fedlab.fast_paths import round_blocks
 from fedlab.models import ModelFn
+from fedlab.run import evaluation, interrupts
+from fedlab.run.observers import Evaluations, RoundObserver, RoundResult
 from fedlab.sampling import Sampler
+from fedlab.tff_internals import serialization
 
 
 @dataclasses.dataclass(frozen=True)

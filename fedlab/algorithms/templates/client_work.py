@@ -18,11 +18,11 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from fedlab.tff_internals import keras_forward_pass
 from fedlab.algorithms import UNIFORM
 from fedlab.algorithms.templates import local_training
-from fedlab.models import ModelFn
 from fedlab.fast_paths.tensor_inputs import ClientInputs, model_types
+from fedlab.models import ModelFn
+from fedlab.tff_internals import keras_forward_pass
 
 
 class TensorClientWork(NamedTuple):

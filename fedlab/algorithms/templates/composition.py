@@ -8,12 +8,12 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow_federated as tff
 
-from fedlab.fast_paths import client_packing
 from fedlab.algorithms import aggregation
 from fedlab.algorithms.templates import algorithm_state, packed_round
 from fedlab.algorithms.templates.client_work import TensorClientWork
-from fedlab.models import ModelFn
+from fedlab.fast_paths import client_packing
 from fedlab.fast_paths.tensor_inputs import ClientInputs
+from fedlab.models import ModelFn
 
 
 def compose(
