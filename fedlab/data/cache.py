@@ -15,13 +15,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-CACHE_ENV = 'FEDLAB_CACHE_DIR'  # overrides the default root of fedlab's caches (tests point it at a temp dir)
+from fedlab.system.scratch_dirs import default_root
+
 _FORMAT = 1  # bump when the layout of an entry changes: older entries are then rebuilt
-
-
-def default_root() -> pathlib.Path:
-    """fedlab's cache directory: $FEDLAB_CACHE_DIR, else ~/.cache/fedlab (config.yaml's default too)."""
-    return pathlib.Path(os.environ.get(CACHE_ENV) or '~/.cache/fedlab').expanduser()
 
 
 @contextlib.contextmanager

@@ -31,7 +31,7 @@ _BLOCK = 4096  # disk usage is counted in filesystem blocks, as `du` counts it
 
 
 def default_parent() -> pathlib.Path:
-    from fedlab.data.cache import default_root
+    from fedlab.system.scratch_dirs import default_root
 
     return default_root() / 'shards'
 

@@ -92,6 +92,15 @@ def _owner_is_gone(lock_path: pathlib.Path, *, then) -> bool:
 _private: Claim | None = None
 
 
+CACHE_ENV = 'FEDLAB_CACHE_DIR'  # overrides the default root of fedlab's caches (tests point it at a temp dir)
+
+
+def default_root() -> pathlib.Path:
+    """fedlab's cache directory: $FEDLAB_CACHE_DIR, else ~/.cache/fedlab (config.yaml's default too). Here, with
+    no numpy, because `fedlab --help` makes its temporary directory under it before anything heavy loads."""
+    return pathlib.Path(os.environ.get(CACHE_ENV) or '~/.cache/fedlab').expanduser()
+
+
 def private_tempdir(parent: str | os.PathLike | None = None) -> pathlib.Path:
     """Makes a directory of this process under `parent` (default `<fedlab cache>/tmp`) its temporary directory,
     for Python's `tempfile` and, through TMPDIR, for its children; removes the stale ones of dead processes
@@ -99,8 +108,6 @@ def private_tempdir(parent: str | os.PathLike | None = None) -> pathlib.Path:
     global _private
     if _private is None:
         if parent is None:
-            from fedlab.data.cache import default_root
-
             parent = default_root() / 'tmp'
         parent = pathlib.Path(parent).expanduser()
         try:
