@@ -57,7 +57,7 @@ def build_fed_prox(
             model_fn, client_optimizer, inputs, weighting=weighting, proximal_strength=float(mu)
         )
 
-    return composition.build_process(
+    return composition.build_for_inputs(
         model_fn, server_optimizer, tff_builder, fast_client_work, client_inputs=client_inputs, batch_size=batch_size,
         weighting=weighting, model_aggregator=model_aggregator, pack_clients=pack_clients,
     )  # fmt: skip

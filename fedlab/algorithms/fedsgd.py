@@ -44,7 +44,7 @@ def build_fed_sgd(
     def fast_client_work(inputs):
         return client_work.build_gradient_client_work(model_fn, inputs, weighting=weighting)
 
-    return composition.build_process(
+    return composition.build_for_inputs(
         model_fn, server_optimizer, tff_builder, fast_client_work, client_inputs=client_inputs, batch_size=batch_size,
         weighting=weighting, model_aggregator=model_aggregator, pack_clients=pack_clients,
     )  # fmt: skip

@@ -54,7 +54,7 @@ def build_mime_lite(
             full_gradient_aggregator=aggregation.as_weighted(full_gradient_aggregator),
         )  # fmt: skip
 
-    return composition.build_process(
+    return composition.build_for_inputs(
         model_fn, server_optimizer, tff_builder, fast_client_work, client_inputs=client_inputs, batch_size=batch_size,
         weighting=weighting, model_aggregator=model_aggregator,
     )  # fmt: skip

@@ -30,8 +30,8 @@ class TensorClientWork(NamedTuple):
     that client data be a sequence, which is exactly the cost the fast paths avoid.
 
     `group_update`, for packed clients only: the TF computation `(state, weights, group data) -> (ClientResult,
-    unfinalized metrics)` that `next` runs at each group with the state broadcast (fedlab.algorithms.templates.packed_round
-    fuses a round around it)."""
+    unfinalized metrics)` that `next` runs at each group with the state broadcast
+    (fedlab.algorithms.templates.packed_round fuses a round around it)."""
 
     initialize: tff.Computation
     next: tff.Computation
@@ -229,7 +229,9 @@ def build_model_delta_client_work(
         update = _build_model_delta_update(
             model_fn, inputs.batch_size, weighting=weighting, proximal_strength=proximal_strength
         )
-        return inputs.for_each_client(lambda client: update(optimizer, initial_weights, client, hparams), data, input_spec)
+        return inputs.for_each_client(
+            lambda client: update(optimizer, initial_weights, client, hparams), data, input_spec
+        )
 
     @tff.federated_computation(
         init_fn.type_signature.result,

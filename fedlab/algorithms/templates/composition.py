@@ -1,5 +1,5 @@
 """A learning process from fedlab's fast client work: TFF's `compose_learning_process`, minus its check that
-client data is a sequence (the check the fast paths exist to avoid); and `build_process`, the fork between TFF's
+client data is a sequence (the check the fast paths exist to avoid); and `build_for_inputs`, the fork between TFF's
 own builder (client_inputs=dataset) and fedlab's client work (tensors, shards) that every algorithm's builder takes."""
 
 import collections
@@ -140,7 +140,7 @@ def fast_inputs(client_inputs: str, batch_size: int, *, packed: bool = False) ->
     return ClientInputs(batch_size=batch_size, from_shards=client_inputs == 'shards', packed=packed)
 
 
-def build_process(
+def build_for_inputs(
     model_fn: ModelFn,
     server_optimizer: tff.learning.optimizers.Optimizer,
     tff_builder: Callable[[], tff.learning.templates.LearningProcess],

@@ -2,14 +2,14 @@
 
 In TFF's C++ worker every federated step that reaches the clients has a fixed cost whatever it carries: a
 broadcast, a map over 2 clients and a sum cost about 2 ms together (docs/performance.md), more than a round of
-linear's training. The composed round (fedlab.algorithms.templates.composition.compose) takes 2 broadcasts, 5 maps at the
-clients and 3 sums: the weights and the client work's state are broadcast apart, TFF's weighted mean multiplies
-each update by its weight in a map of its own and sums updates and weights apart, and the metrics are summed a
-third time. With packed clients the aggregator is always that weighted mean (fedlab.fast_paths.client_packing.check_linear),
-so `build_next` does the same arithmetic in fewer steps:
+linear's training. The composed round (fedlab.algorithms.templates.composition.compose) takes 2 broadcasts, 5 maps
+at the clients and 3 sums: the weights and the client work's state are broadcast apart, TFF's weighted mean
+multiplies each update by its weight in a map of its own and sums updates and weights apart, and the metrics are
+summed a third time. With packed clients the aggregator is always that weighted mean
+(fedlab.fast_paths.client_packing.check_linear), so `build_next` does the same arithmetic in fewer steps:
 
     broadcast   (model weights, client work state), together
-    map         each group's update (fedlab.algorithms.templates.client_work), multiplied by its weight as MeanFactory does
+    map         each group's update (templates.client_work), multiplied by its weight as MeanFactory does
     sum         (weighted updates, weights, unfinalized metrics), together
     at SERVER   MeanFactory's division, the metric finalizers (as `tff.learning.metrics.sum_then_finalize`), and the
                 finalizer process (the server optimizer), as composed
