@@ -46,6 +46,7 @@ def train(cfg: DictConfig, run_dir: pathlib.Path, run_info: dict | None = None):
             f'clients_per_round={cfg.clients_per_round} is larger than the population of {len(data.client_ids)}'
             f' clients of data={data.name}'
         )
+    config_checks.check_training_population(cfg.holdout_clients, cfg.clients_per_round, len(data.client_ids))
     plan = experiment_plan(cfg, data, run_dir, run_info)
     # Train, evaluate and write the run directory, on this machine's TFF worker or remote ones (runtime).
     with instantiate(cfg.runtime).activate(client_inputs=cfg.client_inputs):
@@ -76,7 +77,11 @@ def _federation(cfg: DictConfig, config: dict, data):
     from fedlab.privacy import accounting
     from fedlab.run import experiment
 
+    from fedlab import sampling
+
     model_fn = instantiate(cfg.model)(data.image_shape, data.num_classes, seed=cfg.seed)
+    held_out = sampling.held_out(data.client_ids, cfg.holdout_clients, seed=cfg.seed)
+    training_clients = [c for c in data.client_ids if c not in held_out]
     optimizers = {f'{side}_optimizer': optimizer(cfg, side) for side in ('client', 'server')}
     build_process = functools.partial(
         instantiate(cfg.algorithm),
@@ -85,8 +90,8 @@ def _federation(cfg: DictConfig, config: dict, data):
         model_aggregator=instantiate(cfg.aggregator),
         weighting=cfg.weighting,
     )
-    sampler = instantiate(cfg.sampling)(data.client_ids, cfg.clients_per_round)
-    dp_settings = privacy_checks.settings(config, population=len(data.client_ids))
+    sampler = instantiate(cfg.sampling)(training_clients, cfg.clients_per_round)
+    dp_settings = privacy_checks.settings(config, population=len(training_clients))
     return experiment.Federation(
         data=data,
         model_fn=model_fn,
@@ -94,12 +99,13 @@ def _federation(cfg: DictConfig, config: dict, data):
         sampler=sampler,
         learning_rates=config_checks.learning_rates(config),
         privacy_ledger=accounting.PrivacyLedger(dp_settings) if dp_settings else None,
+        held_out=held_out,
     )
 
 
 def _settings(cfg: DictConfig, config: dict):
     """How the run trains, evaluates and records (`experiment.Settings`)."""
-    from fedlab.run import experiment, round_inputs, round_loop
+    from fedlab.run import experiment, personalization, round_inputs, round_loop
 
     return experiment.Settings(
         schedule=round_loop.Schedule(
@@ -115,6 +121,9 @@ def _settings(cfg: DictConfig, config: dict):
         checkpoint_every=cfg.checkpoint_every,
         eval_clients=cfg.eval_clients,
         eval_on_train=cfg.task.eval_on_train,
+        target_accuracy=cfg.target_accuracy,
+        stop_at_target=cfg.stop_at_target,
+        personalization=personalization.PersonalizationConfig(**config_checks.personalization(config)),
         print_type_signature=cfg.print_type_signature,
     )
 

@@ -40,3 +40,16 @@ def poisson(client_ids: Sequence[str], clients_per_round: int, *, seed: int) -> 
         return [client_id for client_id, joined in zip(ids, joins) if joined]
 
     return sample
+
+
+def held_out(client_ids: Sequence[str], fraction: float, *, seed: int) -> frozenset[str]:
+    """`holdout_clients`: a seeded share `fraction` of the clients (at least one when it is > 0) that never train, so
+    that evaluation can compare the clients that take part with clients never seen (the participation gap)."""
+    if fraction <= 0:
+        return frozenset()
+    import numpy as np
+
+    ids = sorted(client_ids)
+    count = min(len(ids), max(1, round(fraction * len(ids))))
+    chosen = np.random.default_rng(seeds.derive(seed, 'holdout')).choice(len(ids), size=count, replace=False)
+    return frozenset(ids[i] for i in chosen)

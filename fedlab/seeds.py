@@ -2,7 +2,7 @@
 
 import zlib
 
-STREAMS = ('model_init', 'sampling', 'shuffle', 'eval_clients')
+STREAMS = ('model_init', 'sampling', 'shuffle', 'eval_clients', 'holdout')
 
 
 def derive(seed: int, stream: str) -> int:

@@ -187,7 +187,7 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_metrics(tmp_path):
     rerun = _start(args, tmp_path / 'killed', token)
     out, _ = rerun.communicate(timeout=300)
     assert rerun.returncode == 0 and 'resuming' in out
-    for table in ['metrics.csv', 'clients.csv']:
+    for table in ['metrics.csv', 'clients.csv', 'clients_eval.csv']:
         assert (tmp_path / 'killed' / table).read_bytes() == (tmp_path / 'full' / table).read_bytes(), table
     assert not _workers_with_token(token)
 
@@ -266,6 +266,6 @@ def test_sigint_at_random_moments_then_resume_gives_the_uninterrupted_tables(tmp
     out, _ = final.communicate(timeout=300)
     assert final.returncode == 0, out[-2000:]
     assert 130 in attempts
-    for table in ['metrics.csv', 'clients.csv']:
+    for table in ['metrics.csv', 'clients.csv', 'clients_eval.csv']:
         assert (tmp_path / 'interrupted' / table).read_bytes() == (tmp_path / 'full' / table).read_bytes(), table
     assert not _workers_with_token(token)

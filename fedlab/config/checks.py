@@ -39,6 +39,12 @@ def check_before_tensorflow(config: dict) -> None:
             f'clients_per_round={config["clients_per_round"]} is larger than the population: '
             f'data.num_clients={num_clients}'
         )
+    if isinstance(num_clients, int):
+        check_training_population(config['holdout_clients'], config['clients_per_round'], num_clients)
+    check_task(config)
+    personalization(config)
+    if config['stop_at_target'] and config['target_accuracy'] is None:
+        raise FedlabError('stop_at_target=true needs target_accuracy=<accuracy in (0, 1]>')
     for key in PATH_KEYS:
         value = config['data'].get(key)
         if key != 'cache_dir' and value is not None and value != MISSING:
@@ -49,6 +55,65 @@ def check_before_tensorflow(config: dict) -> None:
     learning_rates(config)  # the schedules check their own values
     efficiency.settings(config)  # rounds per call, packed clients
     instantiate(config['runtime']).check(client_inputs=config['client_inputs'])  # runtime=remote: workers, inputs
+
+
+def check_training_population(holdout_clients: float, clients_per_round: int, population: int) -> None:
+    """Raises FedlabError when `holdout_clients` leaves fewer training clients than a round samples."""
+    if holdout_clients <= 0:
+        return
+    held = min(population, max(1, round(holdout_clients * population)))  # as fedlab.sampling.held_out
+    if population - held < max(1, clients_per_round):
+        raise FedlabError(
+            f'holdout_clients={holdout_clients} leaves {population - held} of {population} clients to train, fewer '
+            f'than clients_per_round={clients_per_round}: holdout_clients must leave at least that many'
+        )
+
+
+# Keys that only federated training reads: given to another task, they would be silently ignored.
+_FEDERATED_ONLY = {'holdout_clients': 0, 'target_accuracy': None, 'stop_at_target': False}
+
+
+def check_task(config: dict) -> None:
+    """Refuses keys that the task does not read (e.g. holdout_clients with task=centralized)."""
+    task = (config.get('task') or {}).get('name')
+    if task == 'train':
+        return
+    for key, default in _FEDERATED_ONLY.items():
+        if config.get(key, default) != default:
+            raise FedlabError(f'{key}={config[key]} needs task=train (federated training); task={task} ignores it')
+
+
+_PERSONALIZATION_RULES = {
+    'method': (lambda v: v in ('none', 'finetune', 'local_only'), 'none, finetune or local_only'),
+    'epochs': (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, 'an integer >= 1'),
+    'lr': (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0, 'a number > 0'),
+    'layers': (lambda v: v in ('all', 'last'), 'all or last (the output layer only)'),
+    'every': (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+              'an integer >= 0 (0: after the last round only)'),
+}
+
+
+def personalization(config: dict) -> dict:
+    """The `personalization` group's keys, checked (fedlab.run.personalization.PersonalizationConfig's fields)."""
+    node = dict(config.get('personalization') or {'method': 'none'})
+    for key in node:
+        if key not in _PERSONALIZATION_RULES:
+            raise FedlabError(f'personalization.{key}: no such key; personalization has {", ".join(_PERSONALIZATION_RULES)}')
+    for key, value in node.items():
+        is_allowed, allowed = _PERSONALIZATION_RULES[key]
+        if not is_allowed(value):
+            raise FedlabError(f'personalization.{key}={value} is not allowed: personalization.{key} must be {allowed}')
+    if node['method'] == 'none':
+        return node
+    task = (config.get('task') or {}).get('name')
+    if task != 'train':
+        raise FedlabError(f'personalization={node["method"]} needs task=train (federated training); task={task} has no '
+                          'clients to personalize')
+    every, eval_every = node.get('every', 0), config['eval_every']
+    if every and (eval_every == 0 or every % eval_every):
+        raise FedlabError(f'personalization.every={every} is not allowed: personalization runs after evaluations, so '
+                          f'it must be 0 or a multiple of eval_every={eval_every}')
+    return node
 
 
 def learning_rates(config: dict) -> LearningRates:

@@ -11,12 +11,18 @@ from fedlab.config import components
 WHERE_NOT_WHAT = ('data_cache', 'shard_dir', 'shard_budget_mb', 'data.array_cache')
 # How a run was executed, not what it computed: it may resume on other workers, or with other TFF calls per round.
 HOW_NOT_WHAT = ('resume', 'runtime', 'efficiency')
+# What is only reported, not computed: a run resumes under another target, and runs that differ here are one experiment.
+REPORTED_NOT_COMPUTED = ('target_accuracy',)
 # Which replicate of an experiment a run is: fedlab-report groups runs that differ only here.
 WHICH_REPLICATE = ('seed',)
 # Keys added after runs were recorded without them, each with the value that computes what a run computed before it
 # existed: at that value the key is left out of the identity, so older checkpoints resume and older runs group with
 # new ones (tests/test_compat.py); at any other value it is a different experiment. A new key adds a line here.
-LATER_KEYS_AT_DEFAULT: dict[str, object] = {}
+LATER_KEYS_AT_DEFAULT: dict[str, object] = {
+    'holdout_clients': 0,
+    'stop_at_target': False,
+    'personalization': {'method': 'none'},
+}
 
 
 def without(config: dict, dotted_keys) -> dict:
@@ -59,10 +65,10 @@ _ABSENT = object()
 def run_identity(config: dict) -> dict:
     """The settings that define a run (the resolved config as plain containers): what a checkpoint must match."""
     config = with_current_targets(copy.deepcopy(config))
-    return without(config, WHERE_NOT_WHAT + HOW_NOT_WHAT + _at_default(config))
+    return without(config, WHERE_NOT_WHAT + HOW_NOT_WHAT + REPORTED_NOT_COMPUTED + _at_default(config))
 
 
 def experiment_identity(config: dict) -> dict:
     """What defines the experiment a run replicates: its identity without the seed (fedlab-report's groups)."""
     config = with_current_targets(copy.deepcopy(config))
-    return without(config, WHERE_NOT_WHAT + ('resume',) + WHICH_REPLICATE + _at_default(config))
+    return without(config, WHERE_NOT_WHAT + ('resume',) + REPORTED_NOT_COMPUTED + WHICH_REPLICATE + _at_default(config))

@@ -27,6 +27,7 @@ class RunConfig:
     server_lr_schedule: Any = None
     task: Any = None
     runtime: Any = None
+    personalization: Any = None  # checked by fedlab.config.checks.personalization
     experiment: Any = None
 
     rounds: int = 10
@@ -48,6 +49,9 @@ class RunConfig:
     privacy: Any = None  # accounting keys of the DP aggregators, checked by fedlab.privacy.checks
     efficiency: Any = None  # rounds per TFF call, packed clients: checked by fedlab.config.efficiency
     eval_clients: Optional[int] = None
+    holdout_clients: float = 0.0
+    target_accuracy: Optional[float] = None
+    stop_at_target: bool = False
     data_cache: Optional[str] = None
     shard_dir: Optional[str] = None
     shard_budget_mb: int = 1024
@@ -77,6 +81,8 @@ _RULES = {
     'seed': (lambda v: 0 <= v < 2**31, 'an integer in [0, 2**31)'),
     'checkpoint_every': (lambda v: v >= 0, 'an integer >= 0 (0: only at the end and on interrupt)'),
     'eval_clients': (lambda v: v is None or v >= 1, 'null (every test client) or an integer >= 1'),
+    'target_accuracy': (lambda v: 0 < v <= 1, 'null or an accuracy in (0, 1]'),
+    'holdout_clients': (lambda v: 0 <= v < 1, 'a fraction in [0, 1) of the clients that never train (0: none)'),
     'shard_budget_mb': (lambda v: v >= 64, 'an integer >= 64 (megabytes of disk for shard files)'),
 }
 

@@ -14,7 +14,7 @@ import time
 from typing import Protocol
 
 from fedlab import errors
-from fedlab.record import checkpoints, rundir, tables
+from fedlab.record import checkpoints, rundir, tables, targets
 from fedlab.run import interrupts
 from fedlab.run.observers import RoundObserver, RoundResult
 
@@ -68,8 +68,11 @@ class RunRecorder(RoundObserver):
         config: dict,
         run_info: dict | None = None,
         data_info: dict | None = None,
+        target_accuracy: float | None = None,
     ):
         self._run_dir = run_dir
+        self._target_accuracy = target_accuracy
+        self._stopped: str | None = None
         self._rounds = rounds
         self._checkpoints = checkpoints.RoundCheckpoints(
             run_dir, rounds=rounds, every=checkpoint_every, config=config, tables=tables.TABLES
@@ -90,21 +93,24 @@ class RunRecorder(RoundObserver):
         return self._checkpoints.last_saved_round
 
     # 1. Opening: a new run, or a resumed one with its files as they were at its checkpoint.
-    def open(self, resume_round: int, initial_state, *, annotators: tuple[RoundAnnotator, ...] = ()) -> object | None:
+    def open(self, resume_round: int, initial_state, *, annotators: tuple[RoundAnnotator, ...] = (),
+             populations: list[str] = (EVAL,)) -> object | None:
         """Prepares the files. Resuming after `resume_round`: the tables as saved with that checkpoint and the state
         saved with it, restored into the structure of `initial_state` (returned); else empty tables (None).
-        `annotators` add their columns to metrics.csv."""
+        `annotators` add their columns to metrics.csv, and so do the evaluated `populations` after `eval` (e.g.
+        participating, unseen, personalized)."""
         self._annotators = annotators
+        later = tuple(p for p in populations if p != EVAL)
         state = None
         if resume_round:
             state = self._checkpoints.restore(resume_round, initial_state)
         else:  # Rows of an earlier attempt that never reached a checkpoint are not this run's.
             tables.RoundTables.remove(self._run_dir)
-        columns = tables.metrics_columns(POPULATIONS, tuple(c for a in self._annotators for c in a.columns))
+        columns = tables.metrics_columns(POPULATIONS, tuple(c for a in self._annotators for c in a.columns), later)
         self._tables = tables.RoundTables(self._run_dir, columns)
         self._tensorboard = tables.TensorBoardView(
             self._run_dir / TENSORBOARD_DIR,
-            populations=POPULATIONS,
+            populations=POPULATIONS + list(later),
             annotators=self._annotators,
             hparams=tables.hparams_from_run_info(self._run_info),
         )
@@ -158,10 +164,20 @@ class RunRecorder(RoundObserver):
             annotator.restore(rows[-1] if rows else None)
         self._tensorboard.rebuild(rows)
 
-    def record_final_evaluation(self, population: str, metrics: dict[str, float]) -> None:
-        """An evaluation of the final model (e.g. on the clients' training data): results.json and TensorBoard."""
+    def record_final_evaluation(self, population: str, metrics: dict[str, float], clients: list = (),
+                                *, rows_as: str | None = None) -> None:
+        """An evaluation of the final model (e.g. on the clients' training data): results.json, TensorBoard and its
+        `clients`' rows in clients_eval.csv, as population `rows_as` (default: `population`)."""
         self._final_evaluations[population] = metrics
         self._tensorboard.write(self._checkpoints.committed_round, population, metrics)
+        if clients:
+            with interrupts.uncuttable():
+                self._tables.write_client_evaluations(self._checkpoints.committed_round, rows_as or population, clients)
+                self._tables.commit()
+
+    def stopped_early(self, reason: str) -> None:
+        """The run ends before its last round, completed (e.g. at its target accuracy): results.json says why."""
+        self._stopped = reason
 
     # 3. The end, however the run ended.
     def __enter__(self):
@@ -206,9 +222,22 @@ class RunRecorder(RoundObserver):
             'data': self._data_info,
             **{annotator.tensorboard_run: annotator.summary() for annotator in self._annotators},
         }
+        if self._stopped and error is None:
+            results['stopped_early'] = {'after_round': outputs.rounds_completed, 'reason': self._stopped}
+        if self._target_accuracy is not None:
+            metrics_csv = self._run_dir / tables.METRICS_CSV
+            rows = tables.read_rows(metrics_csv) if metrics_csv.exists() else []
+            results['to_target'] = targets.to_target(rows, timing, self._target_accuracy)
         if error is not None and results['status'] in ('failed', 'diverged'):
             results.update(errors.error_fields(error))
         return {**results, **self._run_info}
+
+
+def stopped_early_at(run_dir: pathlib.Path) -> int | None:
+    """The round after which a completed run in `run_dir` stopped early (at its target), or None."""
+    results = rundir.read_json(run_dir / RESULTS_JSON) or {}
+    stopped = results.get('stopped_early') if results.get('status') == 'completed' else None
+    return stopped.get('after_round') if stopped else None
 
 
 def outputs_from_files(run_dir: pathlib.Path, final_evaluations: dict | None = None) -> RunOutputs:
@@ -218,7 +247,8 @@ def outputs_from_files(run_dir: pathlib.Path, final_evaluations: dict | None = N
     if not rows:
         return RunOutputs(rounds_completed=0, final_train={}, final_eval=dict(final_evaluations or {}))
     last = rows[-1]
-    final_eval = {EVAL: tables.population_metrics(last, EVAL)} if last.get(f'{EVAL}_loss') else {}
+    final_eval = {population: tables.population_metrics(last, population)
+                  for population in tables.evaluated_populations(last)}
     final_eval.update(final_evaluations or {})
     return RunOutputs(
         rounds_completed=int(last['round']),

@@ -10,28 +10,54 @@ from typing import TYPE_CHECKING
 import tensorflow as tf
 
 from fedlab.record import ledger
+from fedlab.run.client_distribution import DISTRIBUTION_KEYS, GAIN_KEYS
 
 if TYPE_CHECKING:
     from fedlab.run.observers import RoundResult
 
 METRICS = ('loss', 'accuracy', 'examples', 'batches')
 METRICS_CSV, TIMING_CSV, CLIENTS_CSV = 'metrics.csv', 'timing.csv', 'clients.csv'
-TABLES = [METRICS_CSV, TIMING_CSV, CLIENTS_CSV]
+CLIENTS_EVAL_CSV = 'clients_eval.csv'
+TABLES = [METRICS_CSV, TIMING_CSV, CLIENTS_CSV, CLIENTS_EVAL_CSV]
 # Timing lives in its own table so that metrics.csv is the same, byte for byte, for the same seed.
 TIMING_COLUMNS = ['round', 'train_seconds', 'eval_seconds']
 CLIENTS_COLUMNS = ['round', 'client_ids']
+# One row per evaluated client per evaluation; trained_before and held_out are 0 or 1, accuracy_gain is the
+# personalized model's accuracy minus the global model's on the same client (empty for other populations).
+CLIENTS_EVAL_COLUMNS = ['round', 'population', 'client_id', 'examples', 'loss', 'accuracy', 'trained_before',
+                        'held_out', 'accuracy_gain']
+PERSONALIZED = 'personalized'  # the population whose keys include the per-client gain
+ALL_KEYS = METRICS + DISTRIBUTION_KEYS + GAIN_KEYS
 
 
-def metrics_columns(populations: list[str], extra_columns: tuple[str, ...] = ledger.COLUMNS) -> list[str]:
-    # Per-round values of the run's other parts follow the metrics: by default the communication ledger's bits
-    # (empty where nothing is transmitted, e.g. centralized).
-    return ['round', 'clients'] + [f'{p}_{m}' for p in populations for m in METRICS] + list(extra_columns)
+def population_keys(population: str) -> tuple[str, ...]:
+    """A population's metrics.csv keys: the training clients' metrics; an evaluated population's metrics, their
+    distribution over clients and, personalized, the gain's."""
+    if population == 'train':
+        return METRICS
+    return METRICS + DISTRIBUTION_KEYS + (GAIN_KEYS if population == PERSONALIZED else ())
+
+
+def metrics_columns(populations: list[str], extra_columns: tuple[str, ...] = ledger.COLUMNS,
+                    later_populations: tuple[str, ...] = ()) -> list[str]:
+    """metrics.csv's columns: `populations`' metrics, the run's other parts' per-round values (by default the
+    communication ledger's bits, empty where nothing is transmitted, e.g. centralized), then the columns added since:
+    the distributions over clients of `populations`, and `later_populations`' keys (participating, unseen,
+    personalized), so that the columns of earlier runs keep their places."""
+    columns = ['round', 'clients'] + [f'{p}_{m}' for p in populations for m in METRICS] + list(extra_columns)
+    columns += [f'{p}_{k}' for p in populations for k in population_keys(p) if k not in METRICS]
+    return columns + [f'{p}_{k}' for p in later_populations for k in population_keys(p)]
 
 
 def population_metrics(row: dict[str, str], population: str) -> dict[str, float | int]:
     """A population's metrics from a metrics.csv row (as read back), with counts as ints; {} if not evaluated."""
-    values = {m: float(row[f'{population}_{m}']) for m in METRICS if row.get(f'{population}_{m}') not in (None, '')}
+    values = {m: float(row[f'{population}_{m}']) for m in ALL_KEYS if row.get(f'{population}_{m}') not in (None, '')}
     return {m: int(v) if m in ('examples', 'batches') else v for m, v in values.items()}
+
+
+def evaluated_populations(row: dict[str, str]) -> list[str]:
+    """The populations with evaluated metrics in a metrics.csv row (eval, participating, ..., not train)."""
+    return [c[: -len('_loss')] for c in row if c.endswith('_loss') and c != 'train_loss' and row[c] not in (None, '')]
 
 
 class CsvTable:
@@ -43,6 +69,8 @@ class CsvTable:
 
     def __init__(self, path: pathlib.Path, columns: list[str]):
         exists = path.exists() and path.stat().st_size > 0
+        if exists:
+            _add_columns(path, columns)
         self._file = open(path, 'a', newline='')
         self._writer = csv.DictWriter(self._file, fieldnames=columns)
         if not exists:
@@ -50,8 +78,12 @@ class CsvTable:
             self._file.flush()
         self._committed = self._file.tell()
 
-    def write(self, row: dict) -> None:
+    def write(self, row: dict, *, flush: bool = True) -> None:
         self._writer.writerow(row)
+        if flush:
+            self._file.flush()
+
+    def flush(self) -> None:
         self._file.flush()
 
     def commit(self) -> None:
@@ -63,6 +95,24 @@ class CsvTable:
 
     def close(self) -> None:
         self._file.close()
+
+
+def _add_columns(path: pathlib.Path, columns: list[str]) -> None:
+    """A table written before some of `columns` existed (a run of an earlier fedlab, resumed), rewritten with them,
+    empty in its rows; a table with other columns is refused."""
+    with open(path, newline='') as f:
+        header = next(csv.reader(f), [])
+    if header == columns:
+        return
+    if header != columns[: len(header)] and not set(header) <= set(columns):
+        raise ValueError(f'{path} has columns {header}, not {columns}')
+    rows = read_rows(path)
+    staged = path.with_name(path.name + '.new')
+    with open(staged, 'w', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    staged.replace(path)
 
 
 def read_rows(path: pathlib.Path) -> list[dict[str, str]]:
@@ -80,6 +130,7 @@ class RoundTables:
             METRICS_CSV: CsvTable(run_dir / METRICS_CSV, metrics_columns),
             TIMING_CSV: CsvTable(run_dir / TIMING_CSV, TIMING_COLUMNS),
             CLIENTS_CSV: CsvTable(run_dir / CLIENTS_CSV, CLIENTS_COLUMNS),
+            CLIENTS_EVAL_CSV: CsvTable(run_dir / CLIENTS_EVAL_CSV, CLIENTS_EVAL_COLUMNS),
         }
 
     @staticmethod
@@ -95,6 +146,21 @@ class RoundTables:
             {'round': result.round_num, 'train_seconds': result.train_seconds, 'eval_seconds': result.eval_seconds}
         )
         self._tables[CLIENTS_CSV].write({'round': result.round_num, 'client_ids': ' '.join(result.client_ids)})
+        for population, clients in result.client_evaluations.items():
+            self.write_client_evaluations(result.round_num, population, clients)
+
+    def write_client_evaluations(self, round_num: int, population: str, clients: list) -> None:
+        """clients_eval.csv's rows of one population's evaluation (fedlab.run.evaluation.ClientEvaluation each)."""
+        table = self._tables[CLIENTS_EVAL_CSV]
+        for client in clients:
+            table.write({
+                'round': round_num, 'population': population, 'client_id': client.client_id,
+                'examples': client.metrics.get('examples', ''), 'loss': client.metrics.get('loss', ''),
+                'accuracy': client.metrics.get('accuracy', ''), 'trained_before': int(client.trained_before),
+                'held_out': int(client.held_out),
+                'accuracy_gain': '' if client.accuracy_gain is None else client.accuracy_gain,
+            }, flush=False)
+        table.flush()
 
     def commit(self) -> None:
         for table in self._tables.values():

@@ -2,6 +2,7 @@
 evaluates a population every few rounds on a fixed sample of its clients and on all of them at the end."""
 
 import collections
+import dataclasses
 import math
 
 import numpy as np
@@ -11,6 +12,7 @@ import tensorflow_federated as tff
 from fedlab import seeds
 from fedlab.algorithms.templates import local_training
 from fedlab.models import ACCURACY, ModelFn
+from fedlab.run import client_distribution
 
 # TFF/Keras metric names -> the short names fedlab logs.
 _SHORT_NAMES = {ACCURACY: 'accuracy', 'num_examples': 'examples', 'num_batches': 'batches'}
@@ -43,44 +45,78 @@ class FederatedEvaluator:
         return rename_metrics(output.metrics['client_work']['eval']['current_round_metrics'])
 
 
-class ShardEvaluator:
-    """`FederatedEvaluator` for clients whose data are shards (`client_data.ClientShards` of the evaluation
-    pipeline): the same metrics, without a tf.data.Dataset per client crossing into TFF's worker (measured
-    on the default run: ~10x faster, and it stopped TFF's worker from growing ~0.26 MB per evaluation).
+@dataclasses.dataclass(frozen=True)
+class ClientEvaluation:
+    """One client's evaluation: its own metrics (what `build_fed_eval` reports for it alone) and their unfinalized
+    sums, with what the run knew of the client at that round."""
 
-    Clients can be evaluated in several calls (`sums` per group of shards, added, then `finalize`d): the
-    metrics of all of them at once, without all their shards on disk at once."""
-
-    def __init__(self, model_fn: ModelFn, shard_paths: list[str] | None = None, *, batch_size: int):
-        self._sums, self._finalize = build_shard_metric_sums(model_fn, batch_size=batch_size)
-        self._shard_paths = shard_paths
-
-    def __call__(self, model_weights) -> dict[str, float]:
-        return self.finalize(self.sums(model_weights, self._shard_paths))
-
-    def sums(self, model_weights, shard_paths: list[str]):
-        """The clients' unfinalized metrics (e.g. a loss total and count), summed."""
-        return self._sums(model_weights, shard_paths)
-
-    def finalize(self, sums) -> dict[str, float]:
-        return rename_metrics(self._finalize(sums))
+    client_id: str
+    metrics: dict[str, float]  # loss, accuracy, examples, batches
+    sums: object  # the model's unfinalized metrics (e.g. a loss total and count), as numpy values
+    trained_before: bool = False  # sampled for training in a round up to and including the evaluated one
+    held_out: bool = False  # one of the `holdout_clients`, which never train
+    accuracy_gain: float | None = None  # personalized: its accuracy minus the global model's on the same client
 
 
-def add_sums(a, b):
-    return tf.nest.map_structure(lambda x, y: np.asarray(x) + np.asarray(y), a, b)
+@dataclasses.dataclass(frozen=True)
+class PopulationEvaluation:
+    """A population's evaluation: the example-weighted metrics (today's figure, TFF's `sum_then_finalize` of every
+    client's sums), the distribution over its clients (fedlab.run.client_distribution), and each client's row.
+    `part_of`: the population this one is a part of (its clients' rows are that population's), None for a whole."""
+
+    metrics: dict[str, float]
+    clients: list[ClientEvaluation]
+    part_of: str | None = None
 
 
-def build_shard_metric_sums(model_fn: ModelFn, *, batch_size: int) -> tuple[tff.Computation, tff.Computation]:
-    """`(model weights at SERVER, shard paths at CLIENTS) -> the clients' unfinalized metrics summed at SERVER`,
-    and the computation that finalizes such sums: together, what `tff.learning.algorithms.build_fed_eval`
-    reports (`tff.learning.metrics.sum_then_finalize` split in two)."""
+class ClientMetrics:
+    """TFF computations that evaluate model weights on each client of a group: `each(weights, inputs)` -> (the
+    clients' unfinalized metrics summed at SERVER, each client's `{sums, metrics}` at CLIENTS, a list), where the
+    inputs are shard paths (`inputs='shards'`, the evaluation pipeline's shard files, read inside TFF's worker) or
+    `tf.data.Dataset`s of batches (`inputs='dataset'`, the loop of TFF's own `build_fed_eval`). `finalize(sums)`
+    turns summed unfinalized metrics into metrics. Summed and finalized, the group's metrics are what
+    `tff.learning.algorithms.build_fed_eval` reports for the group; a client's own are its report alone."""
+
+    def __init__(self, model_fn: ModelFn, *, batch_size: int, inputs: str = 'shards'):
+        with tf.Graph().as_default():
+            model = model_fn()
+            input_spec = model.input_spec
+            weights_type = tff.learning.models.weights_type_from_model(model)
+            finalizers = model.metric_finalizers()
+        self._finalizers = finalizers
+
+        def finalized(sums):
+            return collections.OrderedDict((name, finalizer(sums[name])) for name, finalizer in finalizers.items())
+
+        if inputs == 'shards':
+            client = _shard_client(model_fn, weights_type, input_spec, batch_size, finalized)
+            client_type = np.str_
+        else:
+            batch_type = tff.types.tensorflow_to_type(input_spec)
+            client = _dataset_client(model_fn, weights_type, batch_type, finalized)
+            client_type = tff.SequenceType(batch_type)
+
+        @tff.federated_computation(tff.FederatedType(weights_type, tff.SERVER), tff.FederatedType(client_type, tff.CLIENTS))
+        def each(weights, client_inputs):
+            outputs = tff.federated_map(client, (tff.federated_broadcast(weights), client_inputs))
+            return tff.federated_sum(outputs.sums), outputs
+
+        sums_type = client.type_signature.result.sums
+
+        @tff.tensorflow.computation(sums_type)
+        def finalize(sums):
+            return finalized(sums)
+
+        self.each, self.finalize = each, finalize
+
+    def evaluate(self, model_weights, client_inputs: list) -> tuple[object, list[dict]]:
+        """(the clients' unfinalized metrics summed, each client's `{sums, metrics}`), in the order of the inputs."""
+        total, clients = self.each(model_weights, client_inputs)
+        return total, list(clients)
+
+
+def _shard_client(model_fn, weights_type, input_spec, batch_size, finalized):
     from fedlab.fast_paths import shards
-
-    with tf.Graph().as_default():
-        model = model_fn()
-        input_spec = model.input_spec
-        weights_type = tff.learning.models.weights_type_from_model(model)
-        finalizers = model.metric_finalizers()
 
     @tff.tensorflow.computation(weights_type, np.str_)
     def client_evaluation(weights, shard_path):
@@ -97,27 +133,99 @@ def build_shard_metric_sums(model_fn: ModelFn, *, batch_size: int) -> tuple[tff.
             local_training.run_batches(shards.read_shard(shard_path, input_spec), batch_size, evaluate_batch)
             return model.report_local_unfinalized_metrics()
 
-        return evaluate()
+        sums = evaluate()
+        return collections.OrderedDict(sums=sums, metrics=finalized(sums))
 
-    @tff.federated_computation(tff.FederatedType(weights_type, tff.SERVER), tff.FederatedType(np.str_, tff.CLIENTS))
-    def metric_sums(weights, shard_paths):
-        return tff.federated_sum(tff.federated_map(client_evaluation, (tff.federated_broadcast(weights), shard_paths)))
+    return client_evaluation
 
-    @tff.tensorflow.computation(metric_sums.type_signature.result.member)
-    def finalize(sums):
-        return collections.OrderedDict((name, finalizer(sums[name])) for name, finalizer in finalizers.items())
 
-    return metric_sums, finalize
+def _dataset_client(model_fn, weights_type, batch_type, finalized):
+    @tff.tensorflow.computation(weights_type, tff.SequenceType(batch_type))
+    def client_evaluation(weights, dataset):
+        model = model_fn()
+
+        @tf.function
+        def evaluate(dataset):
+            # build_fed_eval's client loop (tff.learning's dataset reduce), its example count included
+            local_training.load_weights(model, weights)
+
+            def reduce_fn(num_examples, batch):
+                output = model.forward_pass(batch, training=False)
+                if output.num_examples is None:
+                    return num_examples + tf.shape(output.predictions, out_type=tf.int64)[0]
+                return num_examples + tf.cast(output.num_examples, tf.int64)
+
+            dataset.reduce(tf.zeros([], dtype=tf.int64), reduce_fn)
+            return model.report_local_unfinalized_metrics()
+
+        sums = evaluate(dataset)
+        return collections.OrderedDict(sums=sums, metrics=finalized(sums))
+
+    return client_evaluation
+
+
+class ShardEvaluator:
+    """`FederatedEvaluator` for clients whose data are shards (`client_data.ClientShards` of the evaluation
+    pipeline): the same metrics, without a tf.data.Dataset per client crossing into TFF's worker (measured
+    on the default run: ~10x faster, and it stopped TFF's worker from growing ~0.26 MB per evaluation)."""
+
+    def __init__(self, model_fn: ModelFn, shard_paths: list[str] | None = None, *, batch_size: int):
+        self._computations = ClientMetrics(model_fn, batch_size=batch_size, inputs='shards')
+        self._shard_paths = shard_paths
+
+    def __call__(self, model_weights) -> dict[str, float]:
+        total, _ = self._computations.evaluate(model_weights, self._shard_paths)
+        return rename_metrics(self._computations.finalize(total))
+
+
+def add_sums(a, b):
+    return tf.nest.map_structure(lambda x, y: np.asarray(x) + np.asarray(y), a, b)
+
+
+def sum_in_order(sums: list):
+    """Clients' unfinalized metrics added one after the other in their dtypes (float32 stays float32): what
+    `tff.federated_sum` computes for these clients in this order."""
+    total = None
+    for client_sums in sums:
+        total = client_sums if total is None else add_sums(total, client_sums)
+    return total
+
+
+class Participation:
+    """Which clients take part in training: `held_out`, the `holdout_clients` that never train, and
+    `trained_through(round)`, the clients sampled in rounds 1..round (replayed from the sampler, which depends only
+    on the seed and the round, so a resumed run knows them too)."""
+
+    def __init__(self, sampler=None, held_out: frozenset[str] = frozenset()):
+        self._sampler = sampler
+        self.held_out = frozenset(held_out)
+        self._trained: set[str] = set()
+        self._through = 0
+
+    def trained_through(self, round_num: int | None) -> frozenset[str]:
+        if self._sampler is None or round_num is None:
+            return frozenset(self._trained)
+        if round_num < self._through:
+            self._trained, self._through = set(), 0
+        for r in range(self._through + 1, round_num + 1):
+            self._trained.update(self._sampler(r))
+        self._through = max(self._through, round_num)
+        return frozenset(self._trained)
 
 
 class ClientsEvaluator:
-    """Evaluates model weights on the clients of a population that have examples.
+    """Evaluates model weights on the clients of a population that have examples, client by client.
 
     With `sample_size` N, each evaluation before `final_round` uses the same N clients, drawn once from
     `seed` (an estimate of the population's metrics, cheaper by the population / N); evaluations at
     `final_round` (or with `round_num` None) use every client. Inputs are built at the first evaluation that
     needs them, not before. With shards (`store` given), clients are evaluated in groups whose shards fit
     the store's disk budget, their metric sums added, and the group's shards may then be evicted.
+
+    A call returns `{population: PopulationEvaluation}`: `population` itself (its example-weighted metrics as
+    `build_fed_eval` reports them, bit for bit, their distribution over clients, and every client's own), and each
+    of `parts` (name -> the client ids in it, e.g. the clients that train and those held out) evaluated apart.
+    `participation` (a `Participation`) says which clients had trained before the round and which are held out.
     `last_clients` is the number of clients behind the last evaluation.
     """
 
@@ -132,6 +240,9 @@ class ClientsEvaluator:
         seed: int = 0,
         final_round: int | None = None,
         name: str = 'test',
+        population: str = 'eval',
+        parts: dict[str, frozenset[str]] | None = None,
+        participation: 'Participation | None' = None,
         max_clients_per_call: int = 1000,
     ):
         from fedlab.run import round_inputs as inputs
@@ -143,10 +254,13 @@ class ClientsEvaluator:
         self._seed = seed
         self._final_round = final_round
         self._max_clients_per_call = max_clients_per_call
+        self._population = population
+        self._parts = dict(parts or {})
+        self._participation = participation or Participation()
         self._pipeline = lambda dataset: inputs.eval_pipeline(dataset, batch_size)
         self._store = store
         self._shards = inputs.ClientShards(client_data, self._pipeline, store=store, name=name) if store else None
-        self._evaluator = None  # built at the first call
+        self._computations = None  # built at the first call
         self._client_ids = None
         self._sample = None
         self.last_clients, self.last_round = 0, None
@@ -156,6 +270,11 @@ class ClientsEvaluator:
         return (EvalCoverage(self),) if self._sample_size else ()
 
     @property
+    def populations(self) -> list[str]:
+        """The populations a call returns."""
+        return [self._population, *self._parts]
+
+    @property
     def sample_size(self) -> int | None:
         return self._sample_size
 
@@ -163,27 +282,52 @@ class ClientsEvaluator:
     def sample_seed(self) -> int | None:
         return seeds.derive(self._seed, 'eval_clients') if self._sample_size else None
 
-    def __call__(self, model_weights, round_num: int | None = None) -> dict[str, float]:
+    def __call__(self, model_weights, round_num: int | None = None) -> dict[str, PopulationEvaluation]:
         everyone = self._sample_size is None or round_num is None or round_num >= (self._final_round or 0)
         client_ids = self.client_ids() if everyone else self.sample()
         self.last_clients, self.last_round = len(client_ids), round_num
+        total, outputs = self._evaluate(model_weights, client_ids)
+        trained = self._participation.trained_through(round_num)
+        clients = [
+            ClientEvaluation(
+                client_id, rename_metrics(output['metrics']), output['sums'],
+                trained_before=client_id in trained, held_out=client_id in self._participation.held_out,
+            )
+            for client_id, output in zip(client_ids, outputs)
+        ]
+        found = {self._population: self._population_evaluation(total, clients)}
+        for part, members in self._parts.items():
+            in_part = [c for c in clients if c.client_id in members]
+            found[part] = self._population_evaluation(sum_in_order([c.sums for c in in_part]), in_part,
+                                                      part_of=self._population)
+        return found
+
+    def _population_evaluation(self, total, clients: list[ClientEvaluation], part_of: str | None = None):
+        metrics = rename_metrics(self._computations.finalize(total)) if clients else {}
+        metrics.update(client_distribution.distribution([c.metrics for c in clients]))
+        return PopulationEvaluation(metrics, clients, part_of)
+
+    def _evaluate(self, model_weights, client_ids: list[str]) -> tuple[object, list[dict]]:
+        """(the clients' unfinalized metrics summed, each client's outputs)."""
         if self._shards is None:
             from fedlab.run import round_inputs as inputs
 
-            if self._evaluator is None:
-                self._evaluator = FederatedEvaluator(self._model_fn)
+            if self._computations is None:
+                self._computations = ClientMetrics(self._model_fn, batch_size=self._batch_size, inputs='dataset')
             datasets = inputs.ClientDatasets(self._client_data, self._pipeline, max_clients=0)
-            return self._evaluator.evaluate(model_weights, datasets(client_ids))
-        if self._evaluator is None:
-            self._evaluator = ShardEvaluator(self._model_fn, batch_size=self._batch_size)
-        total = None
+            return self._computations.evaluate(model_weights, datasets(client_ids))
+        if self._computations is None:
+            self._computations = ClientMetrics(self._model_fn, batch_size=self._batch_size, inputs='shards')
+        total, outputs = None, []
         try:
-            for group in self._groups(client_ids):
-                sums = self._evaluator.sums(model_weights, self._shards(group))
+            for group in groups_within_budget(self._client_data, client_ids, self._store,
+                                              max_clients=self._max_clients_per_call):
+                sums, group_outputs = self._computations.evaluate(model_weights, self._shards(group))
                 total = sums if total is None else add_sums(total, sums)
+                outputs.extend(group_outputs)
         finally:
             self._shards.release()
-        return self._evaluator.finalize(total)
+        return total, outputs
 
     def client_ids(self) -> list[str]:
         """The population's clients that have examples (an evaluation of none has no meaning)."""
@@ -212,25 +356,26 @@ class ClientsEvaluator:
                 self._sample = [client_ids[i] for i in chosen]
         return self._sample
 
-    def _groups(self, client_ids: list[str]):
-        """Consecutive groups of clients whose shards take at most a quarter of the store's budget (by their
-        example counts, when known; training keeps two rounds' clients pinned) and at most
-        `max_clients_per_call` clients."""
-        from fedlab.data.federated_data import PIXELS, known_counts
 
-        counts = known_counts(self._client_data) or {}
-        example_bytes = 4 * (math.prod(self._client_data.element_type_structure[PIXELS].shape) + 2)
-        limit = self._store.budget_bytes / 4
-        group, size = [], 0
-        for client_id in client_ids:
-            client_bytes = counts.get(client_id, 0) * example_bytes + 3 * 4096
-            if group and (len(group) >= self._max_clients_per_call or size + client_bytes > limit):
-                yield group
-                group, size = [], 0
-            group.append(client_id)
-            size += client_bytes
-        if group:
+def groups_within_budget(client_data, client_ids: list[str], store, *, share: int = 4, max_clients: int = 1000):
+    """Consecutive groups of `client_ids` whose shards of `client_data` take at most 1/`share` of the store's budget
+    (by their example counts, when known; training keeps two rounds' clients pinned) and at most `max_clients`
+    clients."""
+    from fedlab.data.federated_data import PIXELS, known_counts
+
+    counts = known_counts(client_data) or {}
+    example_bytes = 4 * (math.prod(client_data.element_type_structure[PIXELS].shape) + 2)
+    limit = store.budget_bytes / share
+    group, size = [], 0
+    for client_id in client_ids:
+        client_bytes = counts.get(client_id, 0) * example_bytes + 3 * 4096
+        if group and (len(group) >= max_clients or size + client_bytes > limit):
             yield group
+            group, size = [], 0
+        group.append(client_id)
+        size += client_bytes
+    if group:
+        yield group
 
 
 class EvalCoverage:

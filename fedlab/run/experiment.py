@@ -15,14 +15,16 @@ from fedlab.errors import TrainingDiverged
 from fedlab.fast_paths import client_packing
 from fedlab.models import ModelFn
 from fedlab.record import checkpoints, ledger, recorder
-from fedlab.record.recorder import EVAL, RunOutputs, RunRecorder
+from fedlab.record.recorder import EVAL, TRAIN, RunOutputs, RunRecorder
 from fedlab.run import evaluation, interrupts, observers, round_inputs, round_loop, worker_processes
+from fedlab.run.personalization import Personalization, PersonalizationConfig
 from fedlab.sampling import Sampler
 
 if TYPE_CHECKING:
     from fedlab.privacy.accounting import PrivacyLedger
 
 EVAL_ON_TRAIN = 'eval_on_train'  # the clients' training data, after the last round
+PARTICIPATING, UNSEEN = 'participating', 'unseen'  # with holdout_clients: the test clients that train, and the others
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +40,16 @@ class Federation:
     learning_rates: LearningRates = dataclasses.field(default_factory=LearningRates)
     # For DP aggregators: epsilon and its parameters, recorded every round.
     privacy_ledger: 'PrivacyLedger | None' = None
+    # `holdout_clients`: clients that never train (the sampler never draws them); evaluation reports the clients
+    # that take part and these apart.
+    held_out: frozenset[str] = frozenset()
+
+    def parts(self) -> dict[str, frozenset[str]]:
+        """The test population's parts evaluated apart: with held-out clients, those that take part in training and
+        those never seen (the participation gap); else none."""
+        if not self.held_out:
+            return {}
+        return {PARTICIPATING: frozenset(self.data.client_ids) - self.held_out, UNSEEN: self.held_out}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +63,12 @@ class Settings:
     checkpoint_every: int = 5
     eval_clients: int | None = None  # test clients of the evaluations before the last round (None: all)
     eval_on_train: bool = False  # also evaluate the final model on the clients' training data
+    # The accuracy whose first evaluation reaching it results.json's `to_target` records (None: none); with
+    # `stop_at_target` the run ends there, completed.
+    target_accuracy: float | None = None
+    stop_at_target: bool = False
+    # Each evaluated client's adaptation of the model on its own data, evaluated apart (population `personalized`).
+    personalization: PersonalizationConfig = PersonalizationConfig()
     print_type_signature: bool = False
 
 
@@ -78,6 +96,9 @@ class ExperimentPlan:
         if resume_round == rounds and (self.run_dir / recorder.RESULTS_JSON).exists():
             print(f'{self.run_dir} already holds all {rounds} rounds of this run; nothing to do.')
             return recorder.outputs_from_files(self.run_dir)
+        if resume_round and recorder.stopped_early_at(self.run_dir) == resume_round:
+            print(f'{self.run_dir} holds this run, stopped at its target after round {resume_round}; nothing to do.')
+            return recorder.outputs_from_files(self.run_dir)
         print(self.federation.data.summary())
         worker_processes.set_intra_op_threads(self.settings.efficiency.intra_op_threads)  # also shields it from signals
         record = RunRecorder(
@@ -87,6 +108,7 @@ class ExperimentPlan:
             config=self.identity,
             run_info=self.run_info,
             data_info=_data_info(self.federation.data),
+            target_accuracy=self.settings.target_accuracy,
         )
         try:
             with interrupts.round_boundaries(), contextlib.ExitStack() as cleanup:
@@ -113,43 +135,69 @@ class ExperimentPlan:
             federation.data.train, settings.pipeline, federation.sampler,
             rounds=(resume_round + 1, settings.schedule.rounds), rounds_per_call=settings.efficiency.rounds_per_call,
         ))
+        participation = evaluation.Participation(federation.sampler, federation.held_out)
         evaluate_test = evaluation.ClientsEvaluator(
             federation.model_fn, federation.data.test, batch_size=settings.pipeline.batch_size, store=inputs.store,
             sample_size=settings.eval_clients, seed=settings.pipeline.seed, final_round=settings.schedule.rounds,
+            parts=federation.parts(), participation=participation,
         )
         interrupts.raise_if_requested()
 
         # 3. The record: a new run, or the last checkpoint with the files as they were then.
+        personalize = self._personalization(process, inputs.store, cleanup)
         state = record.open(resume_round, process.initialize() if resume_round else None,
-                            annotators=(*annotators, *evaluate_test.annotators()))
+                            annotators=(*annotators, *evaluate_test.annotators()),
+                            populations=evaluate_test.populations + (personalize.populations() if personalize else []))
         if resume_round:
             print(f'resuming {self.run_dir} after round {resume_round}')
 
         # 4. Train, each round recorded in one step as soon as it is complete.
         progress = cleanup.enter_context(observers.ProgressPrinter(settings.schedule.rounds, resume_round))
-        state = round_loop.RoundLoop(
+        stop = [observers.StopAtTarget(settings.target_accuracy)] if settings.stop_at_target else []
+        loop = round_loop.RoundLoop(
             process,
             client_packing.PackedInputs(inputs.train) if settings.efficiency.pack_clients else inputs.train,
             federation.sampler,
             settings.schedule,
-            evaluations=observers.Evaluations({EVAL: evaluate_test}),
-            observers=[record, progress],
+            evaluations=observers.Evaluations([evaluate_test], personalization=personalize),
+            observers=[record, progress, *stop],
             learning_rates=federation.learning_rates,
             efficiency=settings.efficiency,
-        ).run(state, start_round=resume_round + 1)
+        )
+        state = loop.run(state, start_round=resume_round + 1)
+        if loop.stopped:
+            record.stopped_early(loop.stopped)
+            print(f'stopped: {loop.stopped}')
 
         # 5. Optionally, the tutorial's evaluation of the final model on the clients' training data.
         if settings.eval_on_train:
-            self._evaluate_on_train(process.get_model_weights(state), inputs.store, record)
+            self._evaluate_on_train(process.get_model_weights(state), inputs.store, record, participation)
 
-    def _evaluate_on_train(self, model_weights, store, record: RunRecorder) -> None:
-        """The final model on every client's training data: results.json, TensorBoard and one line."""
+    def _personalization(self, process, store, cleanup: contextlib.ExitStack) -> Personalization | None:
+        """The personalization evaluation (None when `settings.personalization` is none), from the process's initial
+        model for local_only."""
+        settings = self.settings
+        if not settings.personalization.enabled:
+            return None
+        personalize = Personalization(
+            settings.personalization, self.federation.model_fn, self.federation.data,
+            batch_size=settings.pipeline.batch_size, initial_weights=process.get_model_weights(process.initialize()),
+            final_round=settings.schedule.rounds, store=store, shard_dir=settings.pipeline.shard_dir,
+            stop_target=settings.target_accuracy if settings.stop_at_target else None,
+        )
+        cleanup.callback(personalize.close)
+        return personalize
+
+    def _evaluate_on_train(self, model_weights, store, record: RunRecorder, participation) -> None:
+        """The final model on every client's training data: results.json, TensorBoard, clients_eval.csv (population
+        `train`) and one line."""
         evaluate_train = evaluation.ClientsEvaluator(self.federation.model_fn, self.federation.data.train,
                                                      batch_size=self.settings.pipeline.batch_size, store=store,
-                                                     name='train_eval')
-        metrics = evaluate_train(model_weights)
-        record.record_final_evaluation(EVAL_ON_TRAIN, metrics)
-        print(f'evaluation on training data: {observers.metrics_text(metrics)}')
+                                                     name='train_eval', population=TRAIN,
+                                                     participation=participation)
+        evaluated = evaluate_train(model_weights, self.settings.schedule.rounds)[TRAIN]
+        record.record_final_evaluation(EVAL_ON_TRAIN, evaluated.metrics, evaluated.clients, rows_as=TRAIN)
+        print(f'evaluation on training data: {observers.metrics_text(evaluated.metrics)}')
 
     def _build_process(self) -> tuple[tff.learning.templates.LearningProcess, tuple]:
         """The learning process, and the annotators (recorder.RoundAnnotator) of what each round transmits

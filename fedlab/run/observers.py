@@ -18,6 +18,8 @@ class RoundResult:
     evaluations: dict[str, dict[str, float]]  # population name -> metrics
     train_seconds: float
     eval_seconds: float
+    # population name -> each client's evaluation (fedlab.run.evaluation.ClientEvaluation), for whole populations
+    client_evaluations: dict[str, list] = dataclasses.field(default_factory=dict)
 
 
 class RoundObserver:
@@ -39,17 +41,47 @@ class RoundObserver:
         """The state after round `round_num`, which reached `on_round_end` without it, fetched since (before a stop
         or a round trained alone)."""
 
+    def stop_reason(self) -> str | None:
+        """Why the run should end after the round just handed on (e.g. it reached its target accuracy), or None."""
+        return None
+
+
+class StopAtTarget(RoundObserver):
+    """`stop_at_target`: ends the run after the first evaluation whose `population` accuracy reaches `target`."""
+
+    def __init__(self, target: float, population: str = 'eval'):
+        self._target = target
+        self._population = population
+        self._reason = None
+
+    def on_round_end(self, result: RoundResult, state) -> None:
+        accuracy = result.evaluations.get(self._population, {}).get('accuracy')
+        if accuracy is not None and accuracy >= self._target:
+            self._reason = (f'reached target_accuracy={self._target} in round {result.round_num} '
+                            f'({self._population} accuracy {accuracy:.4f})')
+
+    def stop_reason(self) -> str | None:
+        return self._reason
+
 
 class Evaluations:
-    """The evaluations after an evaluation round (round_loop.Schedule.evaluates_after): each population's evaluator
-    (e.g. fedlab.run.evaluation.ClientsEvaluator), called with the model weights and the round number."""
+    """The evaluations after an evaluation round (round_loop.Schedule.evaluates_after): each evaluator (e.g.
+    fedlab.run.evaluation.ClientsEvaluator), called with the model weights and the round number, returns its
+    populations' `PopulationEvaluation`s; then, if given, `personalization` (fedlab.run.personalization) with the
+    model weights, the round and those evaluations, returns its own (none in rounds it skips)."""
 
-    def __init__(self, evaluators: dict[str, Callable[[object, int], dict[str, float]]]):
-        self._evaluators = dict(evaluators)
+    def __init__(self, evaluators: dict[str, Callable] | list[Callable], personalization: Callable | None = None):
+        self._evaluators = list(evaluators.values()) if isinstance(evaluators, dict) else list(evaluators)
+        self._personalization = personalization
 
-    def __call__(self, model_weights, round_num: int) -> dict[str, dict[str, float]]:
-        """Metrics per population."""
-        return {population: evaluate(model_weights, round_num) for population, evaluate in self._evaluators.items()}
+    def __call__(self, model_weights, round_num: int) -> dict:
+        """`PopulationEvaluation` per population."""
+        found = {}
+        for evaluate in self._evaluators:
+            found.update(evaluate(model_weights, round_num))
+        if self._personalization is not None:
+            found.update(self._personalization(model_weights, round_num, found))
+        return found
 
 
 class ProgressPrinter(RoundObserver):

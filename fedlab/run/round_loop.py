@@ -99,6 +99,9 @@ class RoundLoop:
     `evaluations` fill the round's `RoundResult.evaluations`. Every round's result then goes to each of `observers`
     (fedlab.run.observers.RoundObserver), in order, with the state after it, as soon as the round is complete.
 
+    After a round (or block) for which an observer gives a `stop_reason`, the loop ends there and says why in
+    `stopped`.
+
     `efficiency.rounds_per_call` > 1 trains up to that many rounds in one TFF call, the same values bitwise; a block
     ends after an evaluation, the last round and every round an observer `needs_state_after`. Its rounds reach the
     observers together when it returns, with the state None but after the last. A stop request (Ctrl-C) is honoured
@@ -133,6 +136,8 @@ class RoundLoop:
         self._blocks = round_blocks.RoundBlocks(process, resident=efficiency.resident_state) if use_blocks else None
 
     def run(self, state=None, start_round: int = 1):
+        """Trains; `stopped` is then why the loop ended before the last round (an observer's `stop_reason`), or None."""
+        self.stopped = None
         serialization.install()  # the state crosses to TFF's worker every round: serialize it without copies
         if state is None:
             state = self._process.initialize()
@@ -158,6 +163,9 @@ class RoundLoop:
             else:
                 state = self._record_block(planned, *trained)
             round_num += len(planned)
+            self.stopped = next(filter(None, (observer.stop_reason() for observer in self._observers)), None)
+            if self.stopped:  # (an evaluation ends a block, so a target is reached at a block's last round)
+                return self._state_in_python(state, after_round=round_num - 1)
         return state
 
     def _state_needed_after(self, round_num: int) -> bool:
@@ -233,9 +241,11 @@ class RoundLoop:
             round_num=planned.round_num,
             client_ids=planned.client_ids,
             train=train,
-            evaluations=evaluations,
+            evaluations={population: evaluated.metrics for population, evaluated in evaluations.items()},
             train_seconds=train_seconds,
             eval_seconds=eval_seconds,
+            client_evaluations={population: evaluated.clients for population, evaluated in evaluations.items()
+                                if evaluated.part_of is None},
         )
         for observer in self._observers:
             observer.on_round_end(result, state)
