@@ -10,7 +10,7 @@ VENV := .venv
 FEDLAB := $(VENV)/bin/fedlab
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: help install run test test-slow test-all lock wheel-check clean compare compare-algorithms report bench bench-accuracy tensorboard privacy
+.PHONY: help install run test test-slow test-all lock wheel-check clean compare compare-algorithms report bench bench-accuracy tensorboard privacy per-client
 
 help:  ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -69,6 +69,13 @@ PRIVACY_DIR ?= multirun/privacy_$(COMPARE_STAMP)
 privacy: install  ## DP on the LEAF sample: z = 0, 0.3, 0.5, 1.0 x 3 seeds, accuracy vs epsilon (~45 min)
 	$(FEDLAB) -m experiment=privacy hydra.sweep.dir=$(PRIVACY_DIR) $(ARGS)
 	$(VENV)/bin/fedlab-report $(PRIVACY_DIR)
+
+# Issue 21's table (docs/evaluation.md): per-client accuracy, participation gap, fine-tuned vs local-only
+# personalization and the cost to 80% on the LEAF sample's digits, 3 seeds each, then the report.
+PER_CLIENT_DIR ?= multirun/per_client_$(COMPARE_STAMP)
+per-client: install  ## Per-client distribution, participation gap, finetune vs local_only, rounds to 80% (LEAF digits, 3 seeds, ~5 min)
+	$(FEDLAB) -m experiment=per_client hydra.sweep.dir=$(PER_CLIENT_DIR) $(ARGS)
+	$(VENV)/bin/fedlab-report $(PER_CLIENT_DIR)
 
 TB_PORT ?= 6006
 tensorboard: install  ## Serve the curves of runs/ and multirun/ at http://localhost:6006 (TB_PORT=... to change)

@@ -65,6 +65,15 @@ BAD_INPUT = [
     ('wrong _target_', ['model._target_=nowhere.model_fn'], "no such module 'nowhere'"),
     ('fedsgd with client epochs', ['algorithm=fedsgd', 'client_epochs=3'], 'use algorithm=fedavg client_epochs=3'),
     ('momentum with adam', ['server_optimizer=adam', 'server_momentum=0.9'], 'use server_optimizer=sgd'),
+    ('target accuracy zero', ['target_accuracy=0'], 'target_accuracy must be null or an accuracy in (0, 1]'),
+    ('target accuracy above one', ['target_accuracy=1.5'], 'target_accuracy must be'),
+    ('stop at target without one', ['stop_at_target=true'], 'stop_at_target=true needs target_accuracy'),
+    ('holdout of everyone', ['holdout_clients=1'], 'holdout_clients must be a fraction in [0, 1)'),
+    ('holdout leaving too few', ['holdout_clients=0.9'], 'holdout_clients=0.9 leaves 5 of 50 clients'),
+    ('personalization epochs zero', ['personalization=finetune', 'personalization.epochs=0'],
+     'personalization.epochs must be an integer >= 1'),
+    ('personalization centralized', ['personalization=finetune', 'task=centralized'],
+     'personalization=finetune needs task=train'),
 ]
 
 

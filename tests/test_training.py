@@ -9,6 +9,7 @@ import pytest
 from fedlab import cli
 from fedlab.data.federated_data import examples_per_client
 from fedlab.record import ledger
+from fedlab.run import client_distribution
 from tests.conftest import TINY, compose_config
 
 MODELS = ['linear', 'custom', 'fedavg_cnn', 'simple_cnn']
@@ -117,4 +118,5 @@ def test_eval_on_train_and_tensorboard_tags(tmp_path):
         accumulator.Reload()
         tags[population] = set(accumulator.Tags()['tensors'])
     assert {'loss', 'accuracy', 'examples'} <= tags['train']
-    assert tags['train'] == tags['eval'] == tags['eval_on_train']  # same tags: the curves overlay
+    assert tags['train'] < tags['eval'] == tags['eval_on_train']  # shared tags: the curves overlay
+    assert tags['eval'] - tags['train'] == set(client_distribution.DISTRIBUTION_KEYS)  # spread over clients

@@ -25,6 +25,11 @@ LATER_KEYS_AT_DEFAULT: dict[str, object] = {
 }
 
 
+# Config groups added since, each with the option that computes what runs computed before it existed: fedlab-report
+# groups a run that chose it with runs recorded before the group did.
+LATER_CHOICES_AT_DEFAULT: dict[str, str] = {'personalization': 'none'}
+
+
 def without(config: dict, dotted_keys) -> dict:
     """`config` (a plain dict, changed in place) without the `dotted_keys`."""
     for dotted in dotted_keys:

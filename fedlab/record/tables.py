@@ -26,7 +26,7 @@ CLIENTS_COLUMNS = ['round', 'client_ids']
 # personalized model's accuracy minus the global model's on the same client (empty for other populations).
 CLIENTS_EVAL_COLUMNS = ['round', 'population', 'client_id', 'examples', 'loss', 'accuracy', 'trained_before',
                         'held_out', 'accuracy_gain']
-PERSONALIZED = 'personalized'  # the population whose keys include the per-client gain
+PERSONALIZED = 'personalized'  # the populations whose keys include the per-client gain (and its parts')
 ALL_KEYS = METRICS + DISTRIBUTION_KEYS + GAIN_KEYS
 
 
@@ -35,7 +35,7 @@ def population_keys(population: str) -> tuple[str, ...]:
     distribution over clients and, personalized, the gain's."""
     if population == 'train':
         return METRICS
-    return METRICS + DISTRIBUTION_KEYS + (GAIN_KEYS if population == PERSONALIZED else ())
+    return METRICS + DISTRIBUTION_KEYS + (GAIN_KEYS if population.startswith(PERSONALIZED) else ())
 
 
 def metrics_columns(populations: list[str], extra_columns: tuple[str, ...] = ledger.COLUMNS,

@@ -104,3 +104,58 @@ def plus_minus(mean, std, seeds) -> str:
 
 def mib(bits) -> float | None:
     return None if bits in (None, '') else bits / 8 / 2**20
+
+
+DISTRIBUTION_TABLE = ['group', 'seeds', 'final_eval_accuracy', 'accuracy_mean_over_clients', 'accuracy_p10',
+                      'accuracy_p50', 'accuracy_p90', 'accuracy_worst10']
+PARTICIPATION_TABLE = ['group', 'seeds', 'participating_accuracy', 'unseen_accuracy', 'participation_gap',
+                       'personalized_participating_accuracy', 'personalized_unseen_accuracy',
+                       'personalized_participation_gap']
+PERSONALIZATION_TABLE = ['group', 'seeds', 'method', 'final_eval_accuracy', 'personalized_accuracy',
+                         'personalization_gain_mean', 'personalized_p10', 'personalized_p50', 'personalized_p90',
+                         'personalized_worst10']
+TARGET_TABLE = ['group', 'seeds', 'target_accuracy', 'reached', 'round_to_target', 'uplink_mib_to_target',
+                'seconds_to_target']
+
+
+def client_sections(group_rows: list[dict]) -> list[str]:
+    """The sections of fedlab.reporting.clients' group rows, each only when some group has its figures."""
+    def shown(row, names):
+        return dict(row, **{n: _plus_minus(row.get(f'{n}_mean'), row.get(f'{n}_std'), row['seeds']) for n in names
+                            if f'{n}_mean' in row})
+
+    found = []
+    with_clients = [r for r in group_rows if r['accuracy_p50_mean'] is not None]
+    if with_clients:
+        found += ['## Accuracy over clients (last evaluation; each client counts once, worst10: mean of the worst '
+                  '10% of clients)', table([shown(r, DISTRIBUTION_TABLE[2:]) for r in with_clients], DISTRIBUTION_TABLE)]
+    with_holdout = [r for r in group_rows if r['participation_gap_mean'] is not None]
+    if with_holdout:
+        found += ['## Participation gap (holdout_clients: accuracy of the clients that train minus the never-seen)',
+                  table([shown(r, PARTICIPATION_TABLE[2:]) for r in with_holdout], PARTICIPATION_TABLE)]
+    personalized = [r for r in group_rows if r['personalized_accuracy_mean'] is not None]
+    if personalized:
+        found += ['## Personalization (each client adapts on its own training split; gain: its accuracy minus the '
+                  'global model\'s, averaged over clients)',
+                  table([shown(r, PERSONALIZATION_TABLE[3:]) for r in personalized], PERSONALIZATION_TABLE)]
+    targeted = [r for r in group_rows if r['target_accuracy_mean'] is not None]
+    if targeted:
+        rows = []
+        for r in targeted:
+            row = shown(r, ['round_to_target', 'seconds_to_target'])
+            mib = [v / 8 / 2**20 for v in (r.get('uplink_bits_to_target_mean'), r.get('uplink_bits_to_target_std'))
+                   if v is not None]
+            row['uplink_mib_to_target'] = _plus_minus(*(mib + [None, None])[:2], r['seeds'])
+            row['target_accuracy'] = fmt(r['target_accuracy_mean'])
+            rows.append(row)
+        found += ['## Cost to the target accuracy (first evaluation reaching it; means over the seeds that reached it)',
+                  table(rows, TARGET_TABLE)]
+    return found
+
+
+def _plus_minus(mean, std, seeds) -> str:
+    return fmt(mean) if std is None else plus_minus(mean, std, seeds)
+
+
+def _plus_minus(mean, std, seeds) -> str:
+    return fmt(mean) if std is None else plus_minus(mean, std, seeds)

@@ -10,7 +10,7 @@ import csv
 import pathlib
 import sys
 
-from fedlab.reporting import markdown, plots, privacy, summaries
+from fedlab.reporting import clients, markdown, plots, privacy, summaries
 from fedlab.reporting.runs import ReportError, find_runs, group_runs
 from fedlab.reporting.summaries import COLUMNS, GROUP_COLUMNS
 
@@ -27,11 +27,14 @@ def write_report(sweep_dir: pathlib.Path, out_dir: pathlib.Path, *, target: floa
     _write_csv(out_dir / 'report.csv', COLUMNS, tables.summaries)
     _write_csv(out_dir / 'report_groups.csv', GROUP_COLUMNS, list(tables.by_group.values()))
     figures = plots.plot_curves(tables.groups, out_dir) + privacy.plot(tables.groups, out_dir)
+    figures += clients.plot_cdf(tables.groups, out_dir)
     privacy_rows = privacy.table(tables.groups)
-    text = markdown.render(sweep_dir, tables, figures, target=target, privacy_sections=privacy.sections(privacy_rows))
+    text = markdown.render(sweep_dir, tables, figures, target=target,
+                           privacy_sections=markdown.client_sections(tables.clients_by_group) + privacy.sections(privacy_rows))
     (out_dir / 'report.md').write_text(text)
     return {'summaries': tables.summaries, 'groups': tables.by_group, 'comparison': tables.comparison,
-            'not_completed': tables.not_completed, 'figures': figures, 'privacy': privacy_rows}  # fmt: skip
+            'not_completed': tables.not_completed, 'figures': figures, 'privacy': privacy_rows,
+            'clients': tables.clients_by_group}  # fmt: skip
 
 
 def _write_csv(path: pathlib.Path, columns: list[str], rows: list[dict]) -> None:

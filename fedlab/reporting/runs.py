@@ -16,6 +16,9 @@ NOT_THE_EXPERIMENT = {'seed', 'resume'}
 NAMING_KEYS = ['task', 'data', 'model', 'algorithm', 'aggregator', 'server_optimizer', 'client_optimizer', 'sampling']
 
 
+_NO_DEFAULT = object()
+
+
 class ReportError(Exception):
     """A comparison the report cannot make without guessing; main() prints it on one line and exits 2."""
 
@@ -48,7 +51,8 @@ class Run:
     def experiment(self) -> dict[str, str]:
         """What defines the experiment this run is a replicate of: its config choices and settings, flattened to
         dotted keys, without the seed (runs from before the full config was recorded: choices and overrides)."""
-        flat = {f'choice.{group}': str(option) for group, option in self.choices.items()}
+        flat = {f'choice.{group}': str(option) for group, option in self.choices.items()
+                if identity.LATER_CHOICES_AT_DEFAULT.get(group, _NO_DEFAULT) != option}
         config = self.results.get('config')
         if config is not None:
             flat.update(_flatten(identity.experiment_identity(config)))

@@ -5,14 +5,14 @@ the centralized baseline of its data and model."""
 import dataclasses
 import pathlib
 
-from fedlab.reporting import privacy, stats
+from fedlab.reporting import clients, privacy, stats
 from fedlab.reporting.runs import CENTRALIZED, COMPLETED, Group, ReportError, Run
 
 COLUMNS = [
     'run', 'group', 'seed', 'task', 'data', 'model', 'aggregator', 'sampling', 'overrides', 'status', 'rounds',
     'final_eval_accuracy', 'final_eval_loss', 'best_round', 'best_eval_accuracy', 'rounds_to_target',
     'uplink_bits_per_client', 'cumulative_uplink_bits', 'cumulative_downlink_bits', 'wall_seconds',
-] + privacy.COLUMNS  # fmt: skip
+] + privacy.COLUMNS + clients.COLUMNS  # fmt: skip
 GROUP_COLUMNS = [
     'group', 'task', 'data', 'model', 'aggregator', 'seeds', 'final_eval_accuracy_mean', 'final_eval_accuracy_std',
     'final_eval_loss_mean', 'best_eval_accuracy_mean', 'rounds_to_target_mean', 'reached_target',
@@ -29,6 +29,7 @@ class Tables:
     summaries: list[dict]  # a row per run, in path order (COLUMNS)
     by_group: dict[str, dict]  # a row per group, by its label (GROUP_COLUMNS)
     comparison: list[dict]  # a row per federated group
+    clients_by_group: list[dict] = dataclasses.field(default_factory=list)  # clients.group_row per group
 
     @property
     def not_completed(self) -> list[dict]:
@@ -41,13 +42,16 @@ def tabulate(sweep_dir: pathlib.Path, runs: list[Run], groups: list[Group], *, t
     summaries = [summarize(run, sweep_dir, target=target, group=label_of.get(id(run), '')) for run in runs]
     summary_of = {id(run): summary for run, summary in zip(runs, summaries)}
     by_group = {g.label: summarize_group(g, [summary_of[id(run)] for run in g.runs]) for g in groups}
-    return Tables(runs, groups, summaries, by_group, comparison(groups, by_group))
+    clients_by_group = [clients.group_row(g, [summary_of[id(run)] for run in g.runs]) for g in groups]
+    return Tables(runs, groups, summaries, by_group, comparison(groups, by_group), clients_by_group)
 
 
 def summarize(run: Run, sweep_dir: pathlib.Path, *, target: float | None = None, group: str = '') -> dict:
     """The report's row for one run (COLUMNS, and 'error')."""
     final_eval = (run.results.get('final_eval') or {}).get('eval') or {}
     points = run.evaluated()
+    if target is None:  # the run's own target_accuracy, if it has one
+        target = (run.results.get('to_target') or {}).get('target_accuracy')
     best = stats.best(points)
     communication = run.results.get('communication') or {}
     return {
@@ -73,6 +77,7 @@ def summarize(run: Run, sweep_dir: pathlib.Path, *, target: float | None = None,
         'wall_seconds': run.results.get('wall_seconds'),
         'error': run.results.get('error', ''),
         **privacy.columns(run.results),
+        **clients.columns(run, target),
     }
 
 

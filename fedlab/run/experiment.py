@@ -184,6 +184,7 @@ class ExperimentPlan:
             batch_size=settings.pipeline.batch_size, initial_weights=process.get_model_weights(process.initialize()),
             final_round=settings.schedule.rounds, store=store, shard_dir=settings.pipeline.shard_dir,
             stop_target=settings.target_accuracy if settings.stop_at_target else None,
+            parts=self.federation.parts(),
         )
         cleanup.callback(personalize.close)
         return personalize

@@ -119,7 +119,8 @@ class Personalization:
     """Runs personalization after the evaluations of the rounds it is due (`due`): the last round, every
     `config.every` rounds, and the round a run stops at its target (`stop_target`), on the clients the global
     evaluation (population `eval`) covered. Returns `{personalized: PopulationEvaluation}`, each client's row
-    with its accuracy gain over the global model, and the gain's distribution among the metrics."""
+    with its accuracy gain over the global model, and the gain's distribution among the metrics; and each of
+    `parts` (e.g. participating, unseen) apart, as `personalized_<part>`."""
 
     def __init__(
         self,
@@ -134,6 +135,7 @@ class Personalization:
         shard_dir: str | None = None,
         stop_target: float | None = None,
         global_population: str = 'eval',
+        parts: dict[str, frozenset[str]] | None = None,
     ):
         from fedlab.run import round_inputs as inputs
 
@@ -145,6 +147,7 @@ class Personalization:
         self._final_round = final_round
         self._stop_target = stop_target
         self._global = global_population
+        self._parts = dict(parts or {})  # evaluated apart too, as personalized_<part> (e.g. participating, unseen)
         pipeline = lambda dataset: inputs.eval_pipeline(dataset, batch_size)  # noqa: E731 (one pass, in order)
         # With shards, the run's store (the test split's files are the evaluation's); else a store of its own.
         self._train = inputs.ClientShards(data.train, pipeline, store=store, shard_dir=shard_dir, name='train_eval')
@@ -153,7 +156,7 @@ class Personalization:
         self._local_only: dict[str, dict] = {}  # client -> output: the local-only model does not change with rounds
 
     def populations(self) -> list[str]:
-        return [POPULATION]
+        return [POPULATION, *(f'{POPULATION}_{part}' for part in self._parts)]
 
     def due(self, round_num: int, evaluations: dict) -> bool:
         if round_num >= self._final_round or (self._config.every and round_num % self._config.every == 0):
@@ -175,10 +178,16 @@ class Personalization:
                 client_id, metrics, outputs[client_id]['sums'], trained_before=seen.trained_before,
                 held_out=seen.held_out, accuracy_gain=metrics['accuracy'] - seen.metrics['accuracy'],
             ))
-        weighted = rename_metrics(self._computations.finalize(sum_in_order([c.sums for c in clients])))
+        found = {POPULATION: self._population(clients)}
+        for part, members in self._parts.items():
+            found[f'{POPULATION}_{part}'] = self._population([c for c in clients if c.client_id in members], POPULATION)
+        return found
+
+    def _population(self, clients: list[ClientEvaluation], part_of: str | None = None) -> PopulationEvaluation:
+        weighted = rename_metrics(self._computations.finalize(sum_in_order([c.sums for c in clients]))) if clients else {}
         weighted.update(client_distribution.distribution([c.metrics for c in clients]))
         weighted.update(client_distribution.gain_distribution([c.accuracy_gain for c in clients]))
-        return {POPULATION: PopulationEvaluation(weighted, clients)}
+        return PopulationEvaluation(weighted, clients, part_of)
 
     def _outputs(self, model_weights, client_ids: list[str]) -> dict[str, dict]:
         if self._computations is None:
