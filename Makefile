@@ -10,7 +10,7 @@ VENV := .venv
 FEDLAB := $(VENV)/bin/fedlab
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: help install run test test-slow test-all lock wheel-check clean compare compare-algorithms report bench bench-accuracy tensorboard privacy per-client
+.PHONY: help install run test test-slow test-all lock wheel-check clean compare compare-algorithms compare-stateful report bench bench-accuracy tensorboard privacy per-client
 
 help:  ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -69,6 +69,20 @@ PRIVACY_DIR ?= multirun/privacy_$(COMPARE_STAMP)
 privacy: install  ## DP on the LEAF sample: z = 0, 0.3, 0.5, 1.0 x 3 seeds, accuracy vs epsilon (~45 min)
 	$(FEDLAB) -m experiment=privacy hydra.sweep.dir=$(PRIVACY_DIR) $(ARGS)
 	$(VENV)/bin/fedlab-report $(PRIVACY_DIR)
+
+# Issue 22's comparison (docs/algorithms.md): fedavg, fedprox, scaffold, feddyn, fednova x 3 seeds on the
+# embedded digits dealt two classes per client (data.partition=shards) and on the LEAF sample's digits; a report each.
+STATEFUL_DIR ?= multirun/compare_stateful_$(COMPARE_STAMP)
+STATEFUL_SWEEP = -m algorithm=fedavg,fedprox,scaffold,feddyn,fednova seed=0,1,2 sampling=uniform eval_every=10 \
+	checkpoint_every=0
+compare-stateful: install  ## fedavg, fedprox, scaffold, feddyn, fednova x 3 seeds on digits (2 classes/client) and LEAF digits (~15 min)
+	$(FEDLAB) $(STATEFUL_SWEEP) data.partition=shards rounds=100 target_accuracy=0.8 \
+		hydra.sweep.dir=$(STATEFUL_DIR)/digits_shards $(ARGS)
+	$(VENV)/bin/fedlab-report $(STATEFUL_DIR)/digits_shards
+	$(FEDLAB) $(STATEFUL_SWEEP) data=leaf data.path=$(LEAF) data.digits_only=true model=simple_cnn rounds=50 \
+		target_accuracy=0.85 'hydra.job.config.override_dirname.exclude_keys=[data.path]' \
+		hydra.sweep.dir=$(STATEFUL_DIR)/leaf_digits $(ARGS)
+	$(VENV)/bin/fedlab-report $(STATEFUL_DIR)/leaf_digits
 
 # Issue 21's table (docs/evaluation.md): per-client accuracy, participation gap, fine-tuned vs local-only
 # personalization and the cost to 80% on the LEAF sample's digits, 3 seeds each, then the report.

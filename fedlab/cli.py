@@ -16,7 +16,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from fedlab import seeds, sweep
 from fedlab.config import checks as config_checks
-from fedlab.config import efficiency, identity, launchers, schema
+from fedlab.config import components, efficiency, identity, launchers, schema
 from fedlab.errors import FedlabError, RunStopped
 from fedlab.privacy import checks as privacy_checks
 from fedlab.record import checkpoints, rundir
@@ -74,21 +74,24 @@ def _federation(cfg: DictConfig, config: dict, data):
     with DP, the privacy ledger."""
     from hydra.utils import instantiate
 
+    from fedlab import sampling
     from fedlab.privacy import accounting
     from fedlab.run import experiment
-
-    from fedlab import sampling
 
     model_fn = instantiate(cfg.model)(data.image_shape, data.num_classes, seed=cfg.seed)
     held_out = sampling.held_out(data.client_ids, cfg.holdout_clients, seed=cfg.seed)
     training_clients = [c for c in data.client_ids if c not in held_out]
     optimizers = {f'{side}_optimizer': optimizer(cfg, side) for side in ('client', 'server')}
+    algorithm = components.of_config(config, 'algorithm')
+    # Algorithms whose clients keep state (SCAFFOLD, FedDyn) average it over N, the clients that can train.
+    population = {'num_clients': len(training_clients)} if algorithm and algorithm.client_state else {}
     build_process = functools.partial(
         instantiate(cfg.algorithm),
         model_fn,
         **{name: built for name, built in optimizers.items() if built is not None},  # FedSGD has no client optimizer
         model_aggregator=instantiate(cfg.aggregator),
         weighting=cfg.weighting,
+        **population,
     )
     sampler = instantiate(cfg.sampling)(training_clients, cfg.clients_per_round)
     dp_settings = privacy_checks.settings(config, population=len(training_clients))
@@ -124,6 +127,7 @@ def _settings(cfg: DictConfig, config: dict):
         target_accuracy=cfg.target_accuracy,
         stop_at_target=cfg.stop_at_target,
         personalization=personalization.PersonalizationConfig(**config_checks.personalization(config)),
+        client_state_budget_mb=cfg.client_state_budget_mb,
         print_type_signature=cfg.print_type_signature,
     )
 

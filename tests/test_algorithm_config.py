@@ -142,29 +142,11 @@ ADAM_DECAYING = [
 @pytest.mark.slow
 def test_a_killed_adam_run_with_schedules_resumes_to_the_uninterrupted_metrics(tmp_path):
     """Adam's moments live in the checkpointed state; the learning rates are set again from the round number."""
-    import signal
-    import time
-    import uuid
+    from tests.test_reliability import run_killed_and_resumed
 
-    from fedlab.record import checkpoints
-    from tests.test_reliability import _start, _wait_for_round, _workers_with_token
-
-    token = uuid.uuid4().hex
-    full = _start(ADAM_DECAYING, tmp_path / 'full', token)
-    full.communicate(timeout=300)
-    assert full.returncode == 0
-    killed = _start(ADAM_DECAYING, tmp_path / 'killed', token)
-    _wait_for_round(killed, 5)
-    killed.send_signal(signal.SIGKILL)
-    killed.communicate(timeout=60)
-    time.sleep(1.5)  # the watchdog reacts to the closed pipe
-    assert checkpoints.CheckpointStore(tmp_path / 'killed' / 'checkpoints').latest_round() == 4
-    rerun = _start(ADAM_DECAYING, tmp_path / 'killed', token)
-    out, _ = rerun.communicate(timeout=300)
-    assert rerun.returncode == 0 and 'resuming' in out
+    full, killed = run_killed_and_resumed(ADAM_DECAYING, tmp_path)
     for table in ['metrics.csv', 'clients.csv']:
-        assert (tmp_path / 'killed' / table).read_bytes() == (tmp_path / 'full' / table).read_bytes(), table
-    assert not _workers_with_token(token)
+        assert (killed / table).read_bytes() == (full / table).read_bytes(), table
 
 
 @pytest.mark.slow

@@ -37,7 +37,7 @@ def _raise_in(monkeypatch, owner, name: str, *, when, after: bool = True):
 
 
 def _table_write(table_name):
-    def when(table, row):
+    def when(table, row, **_):
         return table._file.name.endswith(table_name) and int(row['round']) == INTERRUPTED_ROUND
 
     return when

@@ -48,7 +48,8 @@ def test_each_clients_metrics_are_build_fed_eval_on_that_client_alone(inputs, sm
     pipeline = functools.partial(round_inputs.eval_pipeline, batch_size=4)
     datasets = round_inputs.ClientDatasets(data, pipeline)
     with shard_files.ShardStore(tmp_path, budget_bytes=1 << 26) as store:
-        evaluator = evaluation.ClientsEvaluator(model_fn, data, batch_size=4, store=store if inputs == 'shards' else None,
+        evaluator = evaluation.ClientsEvaluator(model_fn, data, batch_size=4,
+                                                store=store if inputs == 'shards' else None,
                                                 parts={'odd': frozenset(client_ids[1::2])})
         evaluated = evaluator(weights, 1)
     stock = evaluation.FederatedEvaluator(model_fn)

@@ -50,7 +50,7 @@ def _evaluate(model, test_data, batch_size):
     return collections.OrderedDict(accuracy=accuracy[0] / accuracy[1], examples=sums['num_examples'])
 
 
-@pytest.mark.parametrize('layers', ['all', 'last'])
+@pytest.mark.parametrize('layers', ['all', pytest.param('last', marks=pytest.mark.slow)])
 def test_finetuning_is_tffs_personalization_eval_with_sgd(layers, tmp_path):
     import tensorflow as tf
     import tensorflow_federated as tff
@@ -122,7 +122,8 @@ def test_a_run_with_holdout_personalization_and_a_target(tmp_path):
         assert float(r['accuracy_gain']) == pytest.approx(gain, abs=1e-6)
     metrics = _rows(tmp_path / 'metrics.csv')
     last = metrics[-1]
-    unseen = [float(r['accuracy']) for r in rows if r['round'] == '4' and r['population'] == 'eval' and r['held_out'] == '1']
+    unseen = [float(r['accuracy']) for r in rows
+              if r['round'] == '4' and r['population'] == 'eval' and r['held_out'] == '1']
     assert float(last['unseen_accuracy_mean']) == pytest.approx(np.mean(unseen))
     examples = int(last['participating_examples']) + int(last['unseen_examples'])
     assert examples == int(last['eval_examples'])
@@ -148,6 +149,7 @@ def test_stop_at_target_ends_the_run_completed_and_a_rerun_does_nothing(tmp_path
     assert (tmp_path / 'metrics.csv').read_bytes() == before
 
 
+@pytest.mark.slow
 def test_the_report_shows_the_distribution_the_gap_personalization_and_the_target(tmp_path):
     from fedlab.reporting import report
 

@@ -224,35 +224,16 @@ def test_robust_and_dp_fixed_on_the_fast_path_give_the_dataset_paths_metrics(agg
 
 @pytest.mark.slow
 def test_sigkilled_dp_run_rerun_ends_with_the_uninterrupted_epsilon(tmp_path):
-    import signal
-    import time
-    import uuid
-
-    from fedlab.record import checkpoints
-    from tests.test_cli import _workers_with_token
-    from tests.test_reliability import _start, _wait_for_round
+    from tests.test_reliability import run_killed_and_resumed
 
     args = ['aggregator=dp', 'sampling=poisson', 'client_inputs=dataset', 'rounds=6', 'eval_every=2',
             'checkpoint_every=2', 'data.num_clients=20', 'clients_per_round=8', 'client_epochs=1']  # fmt: skip
-    token = uuid.uuid4().hex
-    full = _start(args, tmp_path / 'full', token)
-    full.communicate(timeout=300)
-    assert full.returncode == 0
-    killed = _start(args, tmp_path / 'killed', token)
-    _wait_for_round(killed, 5)
-    killed.send_signal(signal.SIGKILL)
-    killed.communicate(timeout=60)
-    time.sleep(1.5)  # the watchdog reacts to the closed pipe
-    assert checkpoints.CheckpointStore(tmp_path / 'killed' / 'checkpoints').latest_round() == 4
-    rerun = _start(args, tmp_path / 'killed', token)
-    out, _ = rerun.communicate(timeout=300)
-    assert rerun.returncode == 0 and 'resuming' in out
+    run_killed_and_resumed(args, tmp_path)
     full_rows, rerun_rows = (_rows(tmp_path / run / 'metrics.csv') for run in ('full', 'killed'))
     assert [r['epsilon'] for r in rerun_rows] == [r['epsilon'] for r in full_rows] and len(full_rows) == 6
     assert (tmp_path / 'killed' / 'clients.csv').read_bytes() == (tmp_path / 'full' / 'clients.csv').read_bytes()
     privacy = [json.loads((tmp_path / run / 'results.json').read_text())['privacy'] for run in ('full', 'killed')]
     assert privacy[0] == privacy[1]
-    assert not _workers_with_token(token)
 
 
 def test_dp_on_the_dataset_path_without_noise_is_the_unweighted_mean_of_client_models():

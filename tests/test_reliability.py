@@ -74,6 +74,13 @@ BAD_INPUT = [
      'personalization.epochs must be an integer >= 1'),
     ('personalization centralized', ['personalization=finetune', 'task=centralized'],
      'personalization=finetune needs task=train'),
+    ('scaffold with momentum', ['algorithm=scaffold', 'client_momentum=0.9'],
+     'client_momentum=0.9 does not fit algorithm=scaffold'),
+    ('fednova with adam', ['algorithm=fednova', 'client_optimizer=adam'], 'client_optimizer=adam does not fit'),
+    ('feddyn alpha negative', ['algorithm=feddyn', 'algorithm.alpha=-1'], "FedDyn's alpha must be a number >= 0"),
+    ('scaffold with dp', ['algorithm=scaffold', 'aggregator=dp', 'weighting=uniform', 'sampling=poisson'],
+     'algorithm=scaffold with aggregator=dp'),
+    ('client state budget', ['algorithm=scaffold', 'client_state_budget_mb=0'], 'client_state_budget_mb must be'),
 ]
 
 
@@ -175,11 +182,10 @@ def _wait_for_round(proc, round_num, timeout=400):
     raise AssertionError(f'fedlab ended before round {round_num}')
 
 
-@pytest.mark.slow
-def test_sigkill_then_rerun_gives_the_uninterrupted_metrics(tmp_path):
-    # Compression carries adaptive clipping and zeroing state, uniform sampling a per-round draw: both must resume.
-    args = ['model=linear', 'aggregator=compression', 'sampling=uniform', 'rounds=8', 'eval_every=2',
-            'checkpoint_every=2', 'data.num_clients=20', 'clients_per_round=4', 'client_epochs=1']
+def run_killed_and_resumed(args, tmp_path) -> tuple[pathlib.Path, pathlib.Path]:
+    """Runs fedlab with `args` (8 rounds or fewer past 5, checkpoint_every=2) to the end in `full`, and again in
+    `killed`, SIGKILLed after round 5 (checkpoint 4 saved, no TFF worker left) and rerun, resuming; returns the two
+    run directories and checks that no TFF worker outlived them."""
     token = uuid.uuid4().hex
     full = _start(args, tmp_path / 'full', token)
     full.communicate(timeout=300)
@@ -196,9 +202,18 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_metrics(tmp_path):
     rerun = _start(args, tmp_path / 'killed', token)
     out, _ = rerun.communicate(timeout=300)
     assert rerun.returncode == 0 and 'resuming' in out
-    for table in ['metrics.csv', 'clients.csv', 'clients_eval.csv']:
-        assert (tmp_path / 'killed' / table).read_bytes() == (tmp_path / 'full' / table).read_bytes(), table
     assert not _workers_with_token(token)
+    return tmp_path / 'full', tmp_path / 'killed'
+
+
+@pytest.mark.slow
+def test_sigkill_then_rerun_gives_the_uninterrupted_metrics(tmp_path):
+    # Compression carries adaptive clipping and zeroing state, uniform sampling a per-round draw: both must resume.
+    args = ['model=linear', 'aggregator=compression', 'sampling=uniform', 'rounds=8', 'eval_every=2',
+            'checkpoint_every=2', 'data.num_clients=20', 'clients_per_round=4', 'client_epochs=1']
+    full, killed = run_killed_and_resumed(args, tmp_path)
+    for table in ['metrics.csv', 'clients.csv', 'clients_eval.csv']:
+        assert (killed / table).read_bytes() == (full / table).read_bytes(), table
 
 
 def test_sigterm_exits_143_with_complete_files(tmp_path):

@@ -4,11 +4,15 @@
     fedprox.build_fed_prox      FedAvg whose clients add mu * (w - w_server) to every gradient
     fedsgd.build_fed_sgd        clients send their average gradient; the server optimizer steps
     mime_lite.build_mime_lite   clients step with the server's frozen base-optimizer state; two uploads a round
+    scaffold.build_scaffold     clients correct each gradient by c - c_i and keep their control variate c_i
+    feddyn.build_fed_dyn        clients add -g_i + alpha (w - w_server) and keep g_i; the server corrects by h / alpha
+    fednova.build_fed_nova      deltas normalised by each client's local steps, rescaled by their weighted mean
 
 Every builder takes the model function and the optimizers it needs positionally and the rest by keyword:
 `model_aggregator` (a weighted or an unweighted `tff.aggregators` factory), `weighting`, `client_inputs`
 (`dataset`: TFF's own builder; `tensors` / `shards`: fedlab's client work in `client_work`, composed by
-`composition`) and `batch_size`. The other modules: `optimizers` (what the optimizer config groups name),
+`composition`) and `batch_size`; SCAFFOLD and FedDyn also `num_clients` (the clients that can train) and build a
+`templates.composition.StatefulLearningProcess`, whose clients' states fedlab.run.client_states keeps. The other modules: `optimizers` (what the optimizer config groups name),
 `schedules` (learning rates per round), `aggregation` (weighting and the two kinds of aggregation factory), and
 `templates` (the client work, its composition and packed rounds of the fast paths).
 

@@ -98,7 +98,8 @@ def personalization(config: dict) -> dict:
     node = dict(config.get('personalization') or {'method': 'none'})
     for key in node:
         if key not in _PERSONALIZATION_RULES:
-            raise FedlabError(f'personalization.{key}: no such key; personalization has {", ".join(_PERSONALIZATION_RULES)}')
+            raise FedlabError(f'personalization.{key}: no such key; personalization has '
+                              f'{", ".join(_PERSONALIZATION_RULES)}')
     for key, value in node.items():
         is_allowed, allowed = _PERSONALIZATION_RULES[key]
         if not is_allowed(value):
@@ -109,6 +110,10 @@ def personalization(config: dict) -> dict:
     if task != 'train':
         raise FedlabError(f'personalization={node["method"]} needs task=train (federated training); task={task} has no '
                           'clients to personalize')
+    runtime = config.get('runtime') or {}
+    if runtime.get('workers') and not runtime.get('shared_filesystem'):
+        raise FedlabError(f'personalization={node["method"]} reads each client\'s shard files in TFF\'s worker: with '
+                          'runtime=remote it needs runtime.shared_filesystem=true (the workers see these files)')
     every, eval_every = node.get('every', 0), config['eval_every']
     if every and (eval_every == 0 or every % eval_every):
         raise FedlabError(f'personalization.every={every} is not allowed: personalization runs after evaluations, so '

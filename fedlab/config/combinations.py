@@ -65,6 +65,22 @@ def check(config: dict) -> None:
                 f'{side}_optimizer=sgd {side}_momentum={momentum}{alternative}'
             )
 
+    if algorithm is not None and algorithm.name == 'feddyn':
+        alpha = (config.get('algorithm') or {}).get('alpha')
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha >= 0:
+            raise FedlabError(f'algorithm.alpha={alpha} is not allowed: FedDyn\'s alpha must be a number >= 0')
+
+    if algorithm is not None and algorithm.client_sgd:
+        client = components.of_config(config, 'client_optimizer')  # None: one's own
+        plain = 'no momentum' in algorithm.client_sgd
+        if client is None or not client.sgd or (plain and config.get('client_momentum')):
+            given = f'client_momentum={config.get("client_momentum")}' if client is not None and client.sgd else (
+                f'client_optimizer={components.name_of(config, "client_optimizer", "of your own")}')
+            raise FedlabError(
+                f'{given} does not fit algorithm={algorithm.name} ({algorithm.client_sgd}): use client_optimizer=sgd'
+                + (' client_momentum=0' if plain else '')
+            )
+
     aggregator = components.of_config(config, 'aggregator')
     if algorithm is not None and algorithm.dp_uncovered and aggregator is not None and aggregator.dp:
         covered = components.listed(components.rows('algorithm', dp_uncovered=None))

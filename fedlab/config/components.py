@@ -52,6 +52,8 @@ class Component:
     client_training: bool = True  # clients train: client_epochs and client_lr; False (fedsgd): those keys refused
     proximal: bool = False  # FedProx: algorithm.mu; client_inputs=dataset is TFF 0.87's build_weighted_fed_prox
     dp_uncovered: str | None = None  # what of its uploads a DP aggregator does not cover (then DP is refused)
+    client_state: str | None = None  # what each client keeps between rounds (fedlab.run.client_states): one round a call
+    client_sgd: str | None = None  # why its client optimizer must be SGD ('no momentum' in it: plain SGD)
 
     # Optimizers.
     sgd: bool = False  # heavy-ball SGD: `{side}_momentum` is its momentum; task=centralized trains with the same
@@ -90,6 +92,16 @@ TABLE: tuple[Component, ...] = (
     Component('fedlab.algorithms.fedprox.build_fed_prox', 'algorithm', 'fedprox', packable=True, proximal=True),
     Component('fedlab.algorithms.fedsgd.build_fed_sgd', 'algorithm', 'fedsgd', packable=True, client_training=False),
     Component('fedlab.algorithms.mime_lite.build_mime_lite', 'algorithm', 'mime_lite', dp_uncovered=_MIME_LITE_UPLOAD),
+    Component('fedlab.algorithms.scaffold.build_scaffold', 'algorithm', 'scaffold',
+              dp_uncovered="SCAFFOLD's second upload, c_i+ - c_i, is summed without the DP noise",
+              client_state='its control variate c_i',
+              client_sgd='option II divides by the client learning rate of plain SGD: no momentum'),
+    Component('fedlab.algorithms.feddyn.build_fed_dyn', 'algorithm', 'feddyn',
+              dp_uncovered="FedDyn's server step uses the count of the round's clients, which DP's sampling hides",
+              client_state='its gradient state g_i'),
+    Component('fedlab.algorithms.fednova.build_fed_nova', 'algorithm', 'fednova',
+              dp_uncovered="FedNova's second upload, each client's step count, is averaged without the DP noise",
+              client_sgd='its normalisation is known for SGD with or without momentum'),
     # client_optimizer, server_optimizer: fedlab/algorithms/optimizers.py
     Component('fedlab.algorithms.optimizers.sgd', 'optimizer', 'sgd', sgd=True),
     Component('fedlab.algorithms.optimizers.adam', 'optimizer', 'adam', first_moment='beta_1', adaptive=True),

@@ -83,12 +83,16 @@ def settings(config: dict) -> Efficiency:
             f'rounds_per_call: 1, resident_state: off with aggregator={aggregator.name} (TFF\'s test context runs it)'
         )
         rounds_per_call, resident_state = 1, False
+    algorithm = components.of_config(config, 'algorithm')  # None: one's own
+    if algorithm is not None and algorithm.client_state and (rounds_per_call > 1 or resident_state or pack_clients):
+        notes.append(f'rounds_per_call: 1, resident_state and pack_clients: off with algorithm={algorithm.name} '
+                     f'(each client trains from {algorithm.client_state}, kept in Python between rounds)')  # fmt: skip
+        rounds_per_call, resident_state, pack_clients = 1, False, False
     if resident_state and aggregator is not None and aggregator.dp:
         notes.append('resident_state: off with DP (TFF draws the noise unseeded: a replay after a worker restart '
                      'would not repeat it)')  # fmt: skip
         resident_state = False
     if pack_clients:
-        algorithm = components.of_config(config, 'algorithm')  # None: one's own
         reason = None
         if aggregator is None or not aggregator.linear:
             name = components.name_of(config, 'aggregator', 'this aggregator')

@@ -8,7 +8,7 @@ from fedlab.config import components
 
 # Where files go or how much room they may take, not what is computed: a run resumes across changes of these, and
 # runs on machines with other caches are the same experiment.
-WHERE_NOT_WHAT = ('data_cache', 'shard_dir', 'shard_budget_mb', 'data.array_cache')
+WHERE_NOT_WHAT = ('data_cache', 'shard_dir', 'shard_budget_mb', 'client_state_budget_mb', 'data.array_cache')
 # How a run was executed, not what it computed: it may resume on other workers, or with other TFF calls per round.
 HOW_NOT_WHAT = ('resume', 'runtime', 'efficiency')
 # What is only reported, not computed: a run resumes under another target, and runs that differ here are one experiment.

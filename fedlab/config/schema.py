@@ -55,6 +55,7 @@ class RunConfig:
     data_cache: Optional[str] = None
     shard_dir: Optional[str] = None
     shard_budget_mb: int = 1024
+    client_state_budget_mb: int = 512
 
 
 def register() -> None:
@@ -84,6 +85,7 @@ _RULES = {
     'target_accuracy': (lambda v: 0 < v <= 1, 'null or an accuracy in (0, 1]'),
     'holdout_clients': (lambda v: 0 <= v < 1, 'a fraction in [0, 1) of the clients that never train (0: none)'),
     'shard_budget_mb': (lambda v: v >= 64, 'an integer >= 64 (megabytes of disk for shard files)'),
+    'client_state_budget_mb': (lambda v: v >= 1, 'an integer >= 1 (megabytes of memory for clients\' states)'),
 }
 
 

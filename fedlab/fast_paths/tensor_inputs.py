@@ -53,25 +53,46 @@ def read_shard(stem: tf.Tensor, input_spec) -> collections.OrderedDict:
     return shards.read_shard(stem, input_spec)
 
 
+def stream_of(dataset: tf.data.Dataset, input_spec) -> collections.OrderedDict:
+    """In-graph: a dataset of batches as one `{x, y}` batch stream (`materialize`'s, inside the computation); cut
+    again in batches of the same size, it gives the same batches. A dataset without examples gives empty tensors."""
+    empty = tf.data.Dataset.from_tensors(collections.OrderedDict(
+        (key, tf.zeros([0, *spec.shape[1:]], spec.dtype)) for key, spec in input_spec.items()
+    ))  # fmt: skip
+    every = dataset.unbatch().batch(np.iinfo(np.int32).max)
+    return every.concatenate(empty).take(1).get_single_element()
+
+
 class ClientInputs(NamedTuple):
     """How each client's batch stream reaches its computation inside TFF's worker, and in what batches it trains:
     `{x: [n, ...], y: [n]}` tensors (see `materialize`), or the path of the stream's shard (see `write_shard`).
-    `packed`: each TFF client is a group of clients (fedlab.fast_paths.client_packing)."""
+    `packed`: each TFF client is a group of clients (fedlab.fast_paths.client_packing). `from_datasets`: the
+    client_inputs=dataset path of algorithms TFF has no builder for (SCAFFOLD, FedDyn, FedNova): clients receive
+    TFF's `tf.data.Dataset` of batches, read into tensors inside their computation (`stream_of`)."""
 
     batch_size: int
     from_shards: bool = False
     packed: bool = False
+    from_datasets: bool = False
 
     def data_type(self, input_spec) -> tff.types.Type:
         if self.packed:
             from fedlab.fast_paths import client_packing
 
             return client_packing.group_type(input_spec, from_shards=self.from_shards)
+        if self.from_datasets:
+            return tff.SequenceType(tff.types.tensorflow_to_type(input_spec))
         return tff.TensorType(np.str_) if self.from_shards else tff.types.tensorflow_to_type(input_spec)
 
     def read(self, data, input_spec) -> collections.OrderedDict:
         """The client's batch stream as tensors, inside its computation."""
-        return read_shard(data, input_spec) if self.from_shards else data
+        if self.from_datasets:
+            return stream_of(data, input_spec)
+        if self.from_shards:
+            return read_shard(data, input_spec)
+        if not isinstance(data, dict):  # a tff Struct: what a struct nested in a parameter arrives as
+            return collections.OrderedDict((key, getattr(data, key)) for key in input_spec)
+        return data
 
     def for_each_client(self, update_one, data, input_spec):
         """`update_one(batch stream) -> (ClientResult, metrics)` of the TFF client's data: of the one client, or

@@ -57,14 +57,15 @@ class CheckpointStore:
     def path(self, round_num: int) -> pathlib.Path:
         return self._root / f'{PREFIX}{round_num}'
 
-    def save(self, round_num: int, state, *, tables: list[pathlib.Path], config: dict) -> None:
-        """Saves `state` after `round_num`, with copies of `tables` and the run's config."""
+    def save(self, round_num: int, state, *, tables: list[pathlib.Path], config: dict, extra_files=None) -> None:
+        """Saves `state` after `round_num`, with copies of `tables`, the run's config and `extra_files` (name ->
+        text, e.g. the clients' state index: fedlab.run.client_states)."""
         if round_num in self.rounds():
             return
         with interrupts.uncuttable():
-            self._save(round_num, state, tables=tables, config=config)
+            self._save(round_num, state, tables=tables, config=config, extra_files=extra_files or {})
 
-    def _save(self, round_num: int, state, *, tables: list[pathlib.Path], config: dict) -> None:
+    def _save(self, round_num: int, state, *, tables: list[pathlib.Path], config: dict, extra_files: dict) -> None:
         shutil.rmtree(self._staging, ignore_errors=True)
         staging = self._staging / f'{PREFIX}{round_num}'
         staging.mkdir(parents=True)
@@ -77,6 +78,8 @@ class CheckpointStore:
             if table.exists():
                 shutil.copy2(table, staging / table.name)
         (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
+        for name, text in extra_files.items():
+            (staging / name).write_text(text)
         _fsync_tree(staging)
         os.rename(staging, self.path(round_num))
         for old in self.rounds()[: -self._keep]:
@@ -123,6 +126,20 @@ class RoundCheckpoints:
         self._config = config
         self._tables = tables
         self._committed = _Committed(0, None)
+        self._client_states = None  # a stateful algorithm's fedlab.run.client_states.ClientStateStore
+
+    def keep_client_states(self, store, resume_round: int) -> None:
+        """Checkpoints also record which file holds each client's state (`store`'s index as of their round); the
+        store starts from `resume_round`'s checkpoint (0: empty)."""
+        from fedlab.run import client_states
+
+        index = None
+        if resume_round:
+            index = client_states.load_index(self._store.path(resume_round))
+            if index is None:
+                raise FedlabError(f'{self._store.path(resume_round)} holds no client states to resume from')
+        store.start(index)
+        self._client_states = store
 
     @property
     def last_saved_round(self) -> int:
@@ -162,12 +179,22 @@ class RoundCheckpoints:
         # State None: a round inside a block of rounds (fedlab.fast_paths.round_blocks), whose state stayed in TFF's
         # worker. Blocks end at checkpoint rounds; if the run stops inside one, it resumes from the last checkpoint.
         if committed.state is not None and committed.round_num > self._store.latest_round():
+            extra_files = {}
+            if self._client_states is not None:
+                from fedlab.run import client_states
+
+                index = self._client_states.index_as_of(committed.round_num)
+                extra_files[client_states.INDEX_FILE] = json.dumps(index, sort_keys=True)
             self._store.save(
                 committed.round_num,
                 committed.state,
                 tables=[self._run_dir / table for table in self._tables],
                 config=self._config,
+                extra_files=extra_files,
             )
+            if self._client_states is not None:  # the files only older, deleted checkpoints referred to
+                kept = [client_states.load_index(self._store.path(r)) or {} for r in self._store.rounds()]
+                self._client_states.collect_garbage(kept)
 
 
 def _fsync_tree(root: pathlib.Path) -> None:

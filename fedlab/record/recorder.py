@@ -94,12 +94,15 @@ class RunRecorder(RoundObserver):
 
     # 1. Opening: a new run, or a resumed one with its files as they were at its checkpoint.
     def open(self, resume_round: int, initial_state, *, annotators: tuple[RoundAnnotator, ...] = (),
-             populations: list[str] = (EVAL,)) -> object | None:
+             populations: list[str] = (EVAL,), client_states=None) -> object | None:
         """Prepares the files. Resuming after `resume_round`: the tables as saved with that checkpoint and the state
         saved with it, restored into the structure of `initial_state` (returned); else empty tables (None).
         `annotators` add their columns to metrics.csv, and so do the evaluated `populations` after `eval` (e.g.
-        participating, unseen, personalized)."""
+        participating, unseen, personalized). `client_states` (a stateful algorithm's
+        fedlab.run.client_states.ClientStateStore) starts from the same checkpoint and is checkpointed with it."""
         self._annotators = annotators
+        if client_states is not None:
+            self._checkpoints.keep_client_states(client_states, resume_round)
         later = tuple(p for p in populations if p != EVAL)
         state = None
         if resume_round:

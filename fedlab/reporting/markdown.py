@@ -14,15 +14,16 @@ RUN_TABLE = ['run', 'group', 'seed', 'status', 'rounds', 'final_eval_accuracy', 
 
 
 def render(sweep_dir: pathlib.Path, tables: Tables, figures: list[str], *, target: float | None,
-           privacy_sections: list[str]) -> str:  # fmt: skip
-    """The text of report.md; `privacy_sections` (privacy.sections) go before the table of runs."""
+           sections_before_runs: list[str]) -> str:  # fmt: skip
+    """The text of report.md; `sections_before_runs` (`client_sections`, privacy.sections) go before the table of
+    runs."""
     sections = [
         f'# fedlab report: {sweep_dir}',
         _overview(tables),
         *_groups(tables, target),
         *_comparison(tables),
         *_not_completed(tables),
-        *privacy_sections,
+        *sections_before_runs,
         *_runs(tables),
         '## Figures',
         *[f'![{name}]({name})' for name in figures],
@@ -128,7 +129,8 @@ def client_sections(group_rows: list[dict]) -> list[str]:
     with_clients = [r for r in group_rows if r['accuracy_p50_mean'] is not None]
     if with_clients:
         found += ['## Accuracy over clients (last evaluation; each client counts once, worst10: mean of the worst '
-                  '10% of clients)', table([shown(r, DISTRIBUTION_TABLE[2:]) for r in with_clients], DISTRIBUTION_TABLE)]
+                  '10% of clients)',
+                  table([shown(r, DISTRIBUTION_TABLE[2:]) for r in with_clients], DISTRIBUTION_TABLE)]
     with_holdout = [r for r in group_rows if r['participation_gap_mean'] is not None]
     if with_holdout:
         found += ['## Participation gap (holdout_clients: accuracy of the clients that train minus the never-seen)',

@@ -30,7 +30,8 @@ def write_report(sweep_dir: pathlib.Path, out_dir: pathlib.Path, *, target: floa
     figures += clients.plot_cdf(tables.groups, out_dir)
     privacy_rows = privacy.table(tables.groups)
     text = markdown.render(sweep_dir, tables, figures, target=target,
-                           privacy_sections=markdown.client_sections(tables.clients_by_group) + privacy.sections(privacy_rows))
+                           sections_before_runs=[*markdown.client_sections(tables.clients_by_group),
+                                                 *privacy.sections(privacy_rows)])
     (out_dir / 'report.md').write_text(text)
     return {'summaries': tables.summaries, 'groups': tables.by_group, 'comparison': tables.comparison,
             'not_completed': tables.not_completed, 'figures': figures, 'privacy': privacy_rows,

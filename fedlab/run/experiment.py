@@ -9,14 +9,15 @@ from typing import TYPE_CHECKING
 import tensorflow_federated as tff
 
 from fedlab.algorithms.schedules import LearningRates
+from fedlab.algorithms.templates.composition import StatefulLearningProcess
 from fedlab.config.efficiency import Efficiency
 from fedlab.data.federated_data import FederatedData
 from fedlab.errors import TrainingDiverged
 from fedlab.fast_paths import client_packing
 from fedlab.models import ModelFn
 from fedlab.record import checkpoints, ledger, recorder
-from fedlab.record.recorder import EVAL, TRAIN, RunOutputs, RunRecorder
-from fedlab.run import evaluation, interrupts, observers, round_inputs, round_loop, worker_processes
+from fedlab.record.recorder import TRAIN, RunOutputs, RunRecorder
+from fedlab.run import client_states, evaluation, interrupts, observers, round_inputs, round_loop, worker_processes
 from fedlab.run.personalization import Personalization, PersonalizationConfig
 from fedlab.sampling import Sampler
 
@@ -69,6 +70,9 @@ class Settings:
     stop_at_target: bool = False
     # Each evaluated client's adaptation of the model on its own data, evaluated apart (population `personalized`).
     personalization: PersonalizationConfig = PersonalizationConfig()
+    # A stateful algorithm's (SCAFFOLD, FedDyn) clients' states kept in memory; the rest are read from the run
+    # directory (fedlab.run.client_states).
+    client_state_budget_mb: int = 512
     print_type_signature: bool = False
 
 
@@ -143,11 +147,14 @@ class ExperimentPlan:
         )
         interrupts.raise_if_requested()
 
-        # 3. The record: a new run, or the last checkpoint with the files as they were then.
+        # 3. The record: a new run, or the last checkpoint with the files as they were then (with the clients'
+        # states, for an algorithm whose clients keep some).
         personalize = self._personalization(process, inputs.store, cleanup)
+        states = self._client_state_store(process)
         state = record.open(resume_round, process.initialize() if resume_round else None,
                             annotators=(*annotators, *evaluate_test.annotators()),
-                            populations=evaluate_test.populations + (personalize.populations() if personalize else []))
+                            populations=evaluate_test.populations + (personalize.populations() if personalize else []),
+                            client_states=states)
         if resume_round:
             print(f'resuming {self.run_dir} after round {resume_round}')
 
@@ -163,6 +170,7 @@ class ExperimentPlan:
             observers=[record, progress, *stop],
             learning_rates=federation.learning_rates,
             efficiency=settings.efficiency,
+            client_states=client_states.StatefulRounds(states) if states else None,
         )
         state = loop.run(state, start_round=resume_round + 1)
         if loop.stopped:
@@ -172,6 +180,17 @@ class ExperimentPlan:
         # 5. Optionally, the tutorial's evaluation of the final model on the clients' training data.
         if settings.eval_on_train:
             self._evaluate_on_train(process.get_model_weights(state), inputs.store, record, participation)
+
+    def _client_state_store(self, process) -> client_states.ClientStateStore | None:
+        """For a process whose clients keep state: its store, after checking that every client that can train
+        could keep one on the run directory's disk; else None."""
+        if not isinstance(process, StatefulLearningProcess):
+            return None
+        store = client_states.ClientStateStore(self.run_dir, process.initial_client_state,
+                                               budget_bytes=self.settings.client_state_budget_mb * 2**20)
+        training = len(self.federation.data.client_ids) - len(self.federation.held_out)
+        client_states.check_room(store, training, self.run_dir)
+        return store
 
     def _personalization(self, process, store, cleanup: contextlib.ExitStack) -> Personalization | None:
         """The personalization evaluation (None when `settings.personalization` is none), from the process's initial

@@ -10,7 +10,8 @@ FLSim's fine-tuner do.
 
 Each client's computation runs in TFF's worker on shard files (fedlab.fast_paths.shards): the personalized model's
 test metrics come back per client and summed, as fedlab.run.evaluation's do. What it computes is
-`tff.learning.algorithms.build_personalization_eval_computation` with an SGD personalize_fn (tests/test_personalization).
+`tff.learning.algorithms.build_personalization_eval_computation` with an SGD personalize_fn (tests/test_personalization
+checks it).
 """
 
 import collections
@@ -23,7 +24,8 @@ import tensorflow_federated as tff
 from fedlab.algorithms.templates import local_training
 from fedlab.models import ModelFn
 from fedlab.run import client_distribution
-from fedlab.run.evaluation import ClientEvaluation, PopulationEvaluation, groups_within_budget, rename_metrics, sum_in_order
+from fedlab.run.client_metrics import sum_in_order
+from fedlab.run.evaluation import ClientEvaluation, PopulationEvaluation, groups_within_budget, rename_metrics
 
 NONE, FINETUNE, LOCAL_ONLY = 'none', 'finetune', 'local_only'
 METHODS = (NONE, FINETUNE, LOCAL_ONLY)
@@ -103,7 +105,8 @@ class PersonalizedMetrics:
             sums = adapt_then_evaluate()
             return collections.OrderedDict(sums=sums, metrics=finalized(sums))
 
-        @tff.federated_computation(tff.FederatedType(weights_type, tff.SERVER), tff.FederatedType(paths_type, tff.CLIENTS))
+        @tff.federated_computation(tff.FederatedType(weights_type, tff.SERVER),
+                                   tff.FederatedType(paths_type, tff.CLIENTS))
         def each(weights, client_paths):
             outputs = tff.federated_map(personalize, (tff.federated_broadcast(weights), client_paths))
             return tff.federated_sum(outputs.sums), outputs
@@ -184,7 +187,9 @@ class Personalization:
         return found
 
     def _population(self, clients: list[ClientEvaluation], part_of: str | None = None) -> PopulationEvaluation:
-        weighted = rename_metrics(self._computations.finalize(sum_in_order([c.sums for c in clients]))) if clients else {}
+        weighted = {}
+        if clients:
+            weighted = rename_metrics(self._computations.finalize(sum_in_order([c.sums for c in clients])))
         weighted.update(client_distribution.distribution([c.metrics for c in clients]))
         weighted.update(client_distribution.gain_distribution([c.accuracy_gain for c in clients]))
         return PopulationEvaluation(weighted, clients, part_of)

@@ -13,6 +13,7 @@ from fedlab.errors import TrainingDiverged
 from fedlab.fast_paths import round_blocks
 from fedlab.models import ModelFn
 from fedlab.run import evaluation, interrupts
+from fedlab.run.client_states import StatefulRounds
 from fedlab.run.observers import Evaluations, RoundObserver, RoundResult
 from fedlab.sampling import Sampler
 from fedlab.tff_internals import serialization
@@ -99,6 +100,9 @@ class RoundLoop:
     `evaluations` fill the round's `RoundResult.evaluations`. Every round's result then goes to each of `observers`
     (fedlab.run.observers.RoundObserver), in order, with the state after it, as soon as the round is complete.
 
+    `client_states` (fedlab.run.client_states.StatefulRounds), for a process whose clients keep state (SCAFFOLD,
+    FedDyn): each round's clients get theirs, and the states the round returns are kept.
+
     After a round (or block) for which an observer gives a `stop_reason`, the loop ends there and says why in
     `stopped`.
 
@@ -123,8 +127,10 @@ class RoundLoop:
         observers: Sequence[RoundObserver] = (),
         learning_rates: LearningRates | None = None,
         efficiency: Efficiency = Efficiency(),
+        client_states: StatefulRounds | None = None,
     ):
         self._process = process
+        self._client_states = client_states
         self._train_inputs = train_inputs
         self._sampler = sampler
         self._schedule = schedule
@@ -191,7 +197,13 @@ class RoundLoop:
             if self._learning_rates is not None:
                 state = self._learning_rates.apply(self._process, state, planned_round.round_num)
             start = time.perf_counter()
-            output = self._process.next(state, self._train_inputs(planned_round.client_ids))
+            inputs = self._train_inputs(planned_round.client_ids)
+            if self._client_states is None:
+                output = self._process.next(state, inputs)
+            else:  # each client's state in, the new ones kept
+                output = self._client_states.next(
+                    self._process, state, planned_round.round_num, planned_round.client_ids, inputs
+                )
             state = output.state
             self._finish_round(planned_round, output.metrics, time.perf_counter() - start, state)
         return state

@@ -2,9 +2,11 @@
 
 Each variant does the maths of its TFF counterpart on `tf.data.Dataset`s, batch for batch, with the same
 weighting, non-finite rule and metrics, but loops over the client's batch stream (`tensor_inputs.ClientInputs`)
-in-graph, as per-batch steps of the one local-training loop (fedlab.algorithms.templates.local_training):
+in-graph, as per-batch steps of the one local-training loop (fedlab.algorithms.templates.local_training). The
+client works that keep state per client (SCAFFOLD, FedDyn) are in `stateful_client_work`.
 
     build_model_delta_client_work   FedAvg (TFF's model_delta_client_work) and FedProx (proximal_client_work)
+    build_normalized_client_work    FedNova: the model delta divided by the client's steps, rescaled at the server
     build_gradient_client_work      FedSGD (the client work of TFF's build_fed_sgd)
     build_mime_lite_client_work     Mime Lite (the client work of TFF's build_weighted_mime_lite)
 
@@ -31,13 +33,23 @@ class TensorClientWork(NamedTuple):
 
     `group_update`, for packed clients only: the TF computation `(state, weights, group data) -> (ClientResult,
     unfinalized metrics)` that `next` runs at each group with the state broadcast
-    (fedlab.algorithms.templates.packed_round fuses a round around it)."""
+    (fedlab.algorithms.templates.packed_round fuses a round around it).
+
+    `adjust_aggregate`, for algorithms whose server step needs more than the aggregated update: the TF computation
+    `(state, measurements, aggregate) -> (state, update)` run at SERVER between the aggregator and the finalizer
+    (FedNova scales the aggregate, FedDyn adds its correction and advances its state).
+
+    `client_state`, for algorithms that keep state per client (fedlab.algorithms.templates.stateful_client_work):
+    a client's state before it first trains (numpy arrays). `next` then takes `(data, client state)` per client
+    and returns `(MeasuredProcessOutput, each client's new state at CLIENTS)`."""
 
     initialize: tff.Computation
     next: tff.Computation
     get_hparams: tff.Computation
     set_hparams: tff.Computation
     group_update: tff.Computation | None = None
+    adjust_aggregate: tff.Computation | None = None
+    client_state: object = None
 
 
 def _zero_if_any_non_finite(update):
@@ -66,12 +78,14 @@ def _specs(tensors) -> tuple:
 # step or two of fedlab.algorithms.templates.local_training's loop.
 
 
-def _build_model_delta_update(model_fn: ModelFn, batch_size: int, *, weighting: str, proximal_strength: float):
+def model_delta_update(model_fn: ModelFn, batch_size: int, *, weighting: str, proximal_strength: float):
     model = model_fn()
     forward_pass = keras_forward_pass.ForwardPass(model)  # metrics by plain ops, carried by the loop
 
     @tf.function(autograph=False)
-    def client_update(optimizer, initial_weights, data, optimizer_hparams):
+    def client_update(optimizer, initial_weights, data, optimizer_hparams, gradient_offset=None):
+        # gradient_offset: a constant added to every gradient (flat, as the trainable variables): the drift
+        # corrections of SCAFFOLD (c - c_i) and FedDyn (-h_i), fedlab.algorithms.templates.stateful_client_work.
         model.reset_metrics()  # each call reports one client's metrics (several per model when packed)
         model_weights = local_training.load_weights(model, initial_weights)
         trainable = tuple(tf.nest.flatten(model_weights.trainable))
@@ -88,6 +102,8 @@ def _build_model_delta_update(model_fn: ModelFn, batch_size: int, *, weighting: 
                     g + proximal_strength * (w - w_server)
                     for g, w, w_server in zip(gradients, trainable, server_trainable)
                 )
+            if gradient_offset is not None:
+                gradients = tuple(g + offset for g, offset in zip(gradients, gradient_offset))
             optimizer_state, updated = optimizer.next(optimizer_state, trainable, gradients)
             _assign(trainable, updated)
             return num_examples + tf.cast(output.num_examples, tf.int64), optimizer_state
@@ -207,26 +223,12 @@ def build_model_delta_client_work(
     the same graph). The state is the optimizer's hyper-parameters, broadcast every round."""
     metrics_aggregation_fn, input_spec, weights_type = model_types(model_fn)
     data_type = inputs.data_type(input_spec)
-    initial_hparams = optimizer.get_hparams(optimizer.initialize(tf.TensorSpec([], tf.float32)))
-
-    @tff.federated_computation
-    def init_fn():
-        return tff.federated_value(initial_hparams, tff.SERVER)
-
+    init_fn, get_hparams_fn, set_hparams_fn = optimizer_hparams_state(optimizer)
     state_type = init_fn.type_signature.result.member
-
-    @tff.tensorflow.computation(state_type)
-    def get_hparams_fn(state):
-        return state
-
-    @tff.tensorflow.computation(state_type, state_type)
-    def set_hparams_fn(state, hparams):
-        del state
-        return hparams
 
     @tff.tensorflow.computation(state_type, weights_type, data_type)
     def client_update(hparams, initial_weights, data):
-        update = _build_model_delta_update(
+        update = model_delta_update(
             model_fn, inputs.batch_size, weighting=weighting, proximal_strength=proximal_strength
         )
         return inputs.for_each_client(
@@ -246,6 +248,88 @@ def build_model_delta_client_work(
 
     group_update = client_update if inputs.packed else None
     return TensorClientWork(init_fn, next_fn, get_hparams_fn, set_hparams_fn, group_update)
+
+
+def optimizer_hparams_state(optimizer: tff.learning.optimizers.Optimizer):
+    """(init_fn, get_hparams_fn, set_hparams_fn) of a client work whose state is `optimizer`'s hyper-parameters
+    (broadcast every round, so that a learning-rate schedule reaches the clients)."""
+    initial_hparams = optimizer.get_hparams(optimizer.initialize(tf.TensorSpec([], tf.float32)))
+
+    @tff.federated_computation
+    def init_fn():
+        return tff.federated_value(initial_hparams, tff.SERVER)
+
+    state_type = init_fn.type_signature.result.member
+
+    @tff.tensorflow.computation(state_type)
+    def get_hparams_fn(state):
+        return state
+
+    @tff.tensorflow.computation(state_type, state_type)
+    def set_hparams_fn(state, hparams):
+        del state
+        return hparams
+
+    return init_fn, get_hparams_fn, set_hparams_fn
+
+
+def normalized_steps(steps: tf.Tensor, momentum: tf.Tensor | None) -> tf.Tensor:
+    """FedNova's ||a_i||_1 for `steps` local SGD steps: the steps themselves, or with heavy-ball momentum rho
+    (m <- rho m + g), (steps - rho (1 - rho^steps) / (1 - rho)) / (1 - rho) (Wang et al. 2020, section 4)."""
+    if momentum is None:
+        return steps
+    rho = tf.cast(momentum, steps.dtype)
+    return (steps - rho * (1.0 - tf.pow(rho, steps)) / (1.0 - rho)) / (1.0 - rho)
+
+
+def build_normalized_client_work(
+    model_fn: ModelFn, optimizer: tff.learning.optimizers.Optimizer, inputs: ClientInputs, *, weighting: str
+) -> TensorClientWork:
+    """FedNova (Wang et al. 2020): clients train as FedAvg's and send their model delta divided by ||a_i||_1 (their
+    number of local steps, `normalized_steps`); the server multiplies the aggregate by the clients' weighted mean
+    of ||a_i||_1 (tau_eff, a second, scalar upload: measurement `effective_steps`). With equal steps everywhere it
+    is FedAvg; with unequal work, no client pulls the model further for having taken more steps."""
+    if inputs.packed:
+        raise ValueError('FedNova cannot pack clients: each client\'s delta is normalized by its own steps')
+    metrics_aggregation_fn, input_spec, weights_type = model_types(model_fn)
+    data_type = inputs.data_type(input_spec)
+    init_fn, get_hparams_fn, set_hparams_fn = optimizer_hparams_state(optimizer)
+    state_type = init_fn.type_signature.result.member
+    has_momentum = 'momentum' in optimizer.get_hparams(optimizer.initialize(tf.TensorSpec([], tf.float32)))
+
+    @tff.tensorflow.computation(state_type, weights_type, data_type)
+    def client_update(hparams, initial_weights, data):
+        update = model_delta_update(model_fn, inputs.batch_size, weighting=weighting, proximal_strength=0.0)
+        stream = inputs.read(data, input_spec)
+        result, metrics = update(optimizer, initial_weights, stream, hparams)
+        steps = tf.cast(local_training.num_batches(stream, inputs.batch_size), tf.float32)
+        norm = normalized_steps(steps, hparams['momentum'] if has_momentum else None)
+        normalized = tf.nest.map_structure(lambda delta: tf.math.divide_no_nan(delta, norm), result.update)
+        return tff.learning.templates.ClientResult(normalized, result.update_weight), metrics, norm
+
+    @tff.federated_computation(
+        init_fn.type_signature.result,
+        tff.FederatedType(weights_type, tff.CLIENTS),
+        tff.FederatedType(data_type, tff.CLIENTS),
+    )
+    def next_fn(state, weights, client_data):
+        client_result, model_outputs, norms = tff.federated_map(
+            client_update, (tff.federated_broadcast(state), weights, client_data)
+        )
+        measurements = tff.federated_zip(collections.OrderedDict(
+            train=metrics_aggregation_fn(model_outputs),
+            effective_steps=tff.federated_mean(norms, client_result.update_weight),
+        ))  # fmt: skip
+        return tff.templates.MeasuredProcessOutput(state, client_result, measurements)
+
+    measurements_type = next_fn.type_signature.result.measurements.member
+
+    @tff.tensorflow.computation(state_type, measurements_type, weights_type.trainable)
+    def adjust_aggregate(state, measurements, aggregate):
+        tau_eff = measurements['effective_steps']
+        return state, tf.nest.map_structure(lambda x: x * tau_eff, aggregate)
+
+    return TensorClientWork(init_fn, next_fn, get_hparams_fn, set_hparams_fn, adjust_aggregate=adjust_aggregate)
 
 
 def build_gradient_client_work(model_fn: ModelFn, inputs: ClientInputs, *, weighting: str) -> TensorClientWork:

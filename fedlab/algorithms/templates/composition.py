@@ -4,6 +4,7 @@ own builder (client_inputs=dataset) and fedlab's client work (tensors, shards) t
 
 import collections
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow_federated as tff
@@ -50,18 +51,26 @@ def compose(
         )
 
     client_data_type = client_work.next.type_signature.parameter[2]
+    stateful = client_work.client_state is not None
 
     @tff.federated_computation(init_fn.type_signature.result, client_data_type)
     def composed_next_fn(state, client_data):
         distributed = distributor.next(state.distributor, state.global_model_weights)
         trained = client_work.next(state.client_work, distributed.result, client_data)
+        if stateful:  # (the round's output, each client's new state)
+            trained, client_states = trained[0], trained[1]
         aggregated = aggregator.next(state.aggregator, trained.result.update, trained.result.update_weight)
-        finalized = finalizer.next(state.finalizer, state.global_model_weights, aggregated.result)
+        client_work_state, update = trained.state, aggregated.result
+        if client_work.adjust_aggregate is not None:
+            client_work_state, update = tff.federated_map(
+                client_work.adjust_aggregate, (trained.state, trained.measurements, aggregated.result)
+            )
+        finalized = finalizer.next(state.finalizer, state.global_model_weights, update)
         new_state = tff.federated_zip(
             algorithm_state(
                 global_model_weights=finalized.result,
                 distributor=distributed.state,
-                client_work=trained.state,
+                client_work=client_work_state,
                 aggregator=aggregated.state,
                 finalizer=finalized.state,
             )
@@ -74,7 +83,8 @@ def compose(
                 finalizer=finalized.measurements,
             )
         )
-        return tff.learning.templates.LearningProcessOutput(new_state, metrics)
+        output = tff.learning.templates.LearningProcessOutput(new_state, metrics)
+        return (output, client_states) if stateful else output
 
     next_fn = composed_next_fn
     if client_work.group_update is not None:  # packed clients: the same round in fewer federated steps
@@ -92,6 +102,22 @@ def compose(
                 f'the fused packed round has type {next_fn.type_signature}, not {composed_next_fn.type_signature}'
             )
     state_type = next_fn.type_signature.parameter[0].member
+    parts = (init_fn, next_fn, *_weights_and_hparams(state_type, client_work, finalizer))
+    if stateful:
+        return StatefulLearningProcess(*parts, initial_client_state=client_work.client_state)
+    get_model_weights_fn, set_model_weights_fn, get_hparams_fn, set_hparams_fn = parts[2:]
+    return tff.learning.templates.LearningProcess(
+        init_fn,
+        next_fn,
+        get_model_weights_fn,
+        set_model_weights_fn,
+        get_hparams_fn=get_hparams_fn,
+        set_hparams_fn=set_hparams_fn,
+    )
+
+
+def _weights_and_hparams(state_type, client_work: TensorClientWork, finalizer) -> tuple:
+    """get_model_weights, set_model_weights, get_hparams and set_hparams of a composed process's state."""
 
     @tff.tensorflow.computation(state_type)
     def get_model_weights_fn(state):
@@ -115,14 +141,23 @@ def compose(
             finalizer=finalizer.set_hparams(state.finalizer, hparams['finalizer']),
         )
 
-    return tff.learning.templates.LearningProcess(
-        init_fn,
-        next_fn,
-        get_model_weights_fn,
-        set_model_weights_fn,
-        get_hparams_fn=get_hparams_fn,
-        set_hparams_fn=set_hparams_fn,
-    )
+    return get_model_weights_fn, set_model_weights_fn, get_hparams_fn, set_hparams_fn
+
+
+class StatefulLearningProcess(NamedTuple):
+    """A learning process whose clients keep state between the rounds they are sampled in (SCAFFOLD, FedDyn):
+    TFF's LearningProcess's parts, but `next(state, [(data, client state) per client])` returns
+    `(LearningProcessOutput, [each client's new state])`, the second at CLIENTS, which TFF's template does not allow.
+    fedlab.run.client_states keeps the states and feeds them to `next`; `initial_client_state` is a client's before
+    it first trains."""
+
+    initialize: tff.Computation
+    next: tff.Computation
+    get_model_weights: tff.Computation
+    set_model_weights: tff.Computation
+    get_hparams: tff.Computation
+    set_hparams: tff.Computation
+    initial_client_state: tuple
 
 
 CLIENT_INPUTS = ('dataset', 'tensors', 'shards')
@@ -138,6 +173,24 @@ def fast_inputs(client_inputs: str, batch_size: int, *, packed: bool = False) ->
             raise ValueError('packed clients need client_inputs=shards or tensors')
         return None
     return ClientInputs(batch_size=batch_size, from_shards=client_inputs == 'shards', packed=packed)
+
+
+def build_own_client_work(
+    model_fn: ModelFn,
+    server_optimizer: tff.learning.optimizers.Optimizer,
+    client_work_builder: Callable[[ClientInputs], TensorClientWork],
+    *,
+    client_inputs: str,
+    batch_size: int,
+    weighting: str,
+    model_aggregator: aggregation.AggregationFactory | None,
+):
+    """`build_for_inputs` for an algorithm TFF has no builder for: fedlab's client work on every path, reading
+    TFF's datasets into tensors on client_inputs=dataset (`tensor_inputs.stream_of`)."""
+    inputs = fast_inputs(client_inputs, batch_size) or ClientInputs(batch_size=batch_size, from_datasets=True)
+    aggregation.check_weighting(weighting, model_aggregator)
+    work = client_work_builder(inputs)
+    return compose(model_fn, work, aggregation.as_weighted(model_aggregator), server_optimizer)
 
 
 def build_for_inputs(
