@@ -6,6 +6,8 @@ import json
 import shutil
 import subprocess
 
+import pytest
+
 from fedlab.config import components
 from fedlab.reporting import report
 from tests.conftest import REPO
@@ -55,6 +57,7 @@ def test_a_run_killed_under_the_old_layout_resumes_to_the_uninterrupted_tables(t
         assert list(got[0])[: len(expected[0])] == list(expected[0]) and (table == 'clients') == (not added)
 
 
+@pytest.mark.slow
 def test_an_old_run_and_a_new_seed_form_one_group_in_the_report(tmp_path):
     sweep = tmp_path / 'sweep'
     shutil.copytree(FIXTURE / 'completed_seed0', sweep / 'seed0')

@@ -344,6 +344,7 @@ def test_divergence_in_a_block_stops_at_the_same_round_as_without_blocks(tmp_pat
 
 
 # The dead worker's values are disposed of (over gRPC, failing) when Python collects them: expected here.
+@pytest.mark.slow
 @pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
 def test_a_killed_worker_is_replayed_to_the_same_metrics(tmp_path, monkeypatch):
     """TFF restarts a worker that died, without the values it held: the state kept there is rebuilt by replaying

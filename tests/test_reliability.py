@@ -246,6 +246,9 @@ def test_multirun_reports_a_failed_job_and_runs_the_others(tmp_path):
     assert not _workers_with_token(token)
 
 
+# Timing-dependent: on a loaded machine (2026-12-04) it once found no checkpoint of the last complete round, whose
+# state had stayed in TFF's worker (resident_state) when both signals landed in the next round. Not yet explained.
+@pytest.mark.slow
 def test_a_second_ctrl_c_stops_at_once_keeping_only_complete_rounds(tmp_path):
     """fedavg_cnn rounds take about a second: the second Ctrl-C lands inside a round's TFF computation."""
     token = uuid.uuid4().hex
