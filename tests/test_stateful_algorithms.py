@@ -235,3 +235,17 @@ def test_a_scaffold_run_killed_with_sigkill_resumes_to_the_uninterrupted_metrics
     for checkpoint in (tmp_path / 'killed' / 'checkpoints').glob('round_*'):
         referenced |= set(client_states.load_index(checkpoint).values())
     assert kept == referenced
+
+
+def test_a_run_whose_states_would_not_fit_the_disk_is_refused_with_the_size_it_needs(tmp_path, monkeypatch):
+    import collections
+    import shutil
+
+    from fedlab.errors import FedlabError
+
+    store = client_states.ClientStateStore(tmp_path, (np.zeros(2**18, np.float32),), budget_bytes=2**20)  # 1 MiB each
+    usage = collections.namedtuple('usage', 'total used free')
+    monkeypatch.setattr(shutil, 'disk_usage', lambda path: usage(2**40, 0, 2**30))  # 1 GiB free
+    client_states.check_room(store, 500, tmp_path)  # 2 x 500 MiB fit
+    with pytest.raises(FedlabError, match=r'need up to 1\.2 GiB on disk \(600 clients x 1\.00 MiB'):
+        client_states.check_room(store, 600, tmp_path)

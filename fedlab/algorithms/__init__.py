@@ -12,9 +12,10 @@ Every builder takes the model function and the optimizers it needs positionally 
 `model_aggregator` (a weighted or an unweighted `tff.aggregators` factory), `weighting`, `client_inputs`
 (`dataset`: TFF's own builder; `tensors` / `shards`: fedlab's client work in `client_work`, composed by
 `composition`) and `batch_size`; SCAFFOLD and FedDyn also `num_clients` (the clients that can train) and build a
-`templates.composition.StatefulLearningProcess`, whose clients' states fedlab.run.client_states keeps. The other modules: `optimizers` (what the optimizer config groups name),
-`schedules` (learning rates per round), `aggregation` (weighting and the two kinds of aggregation factory), and
-`templates` (the client work, its composition and packed rounds of the fast paths).
+`templates.composition.StatefulLearningProcess`, whose clients' states fedlab.run.client_states keeps. The other
+modules: `optimizers` (what the optimizer config groups name), `schedules` (learning rates per round),
+`aggregation` (weighting and the two kinds of aggregation factory), and `templates` (the client work, its
+composition and packed rounds of the fast paths).
 
 What the checks before TensorFlow know of each builder (packable, client training, DP coverage, ...) is its row
 in fedlab.config.components: a new algorithm is its module here, its yaml file under conf/algorithm/, that row,

@@ -52,7 +52,7 @@ class Component:
     client_training: bool = True  # clients train: client_epochs and client_lr; False (fedsgd): those keys refused
     proximal: bool = False  # FedProx: algorithm.mu; client_inputs=dataset is TFF 0.87's build_weighted_fed_prox
     dp_uncovered: str | None = None  # what of its uploads a DP aggregator does not cover (then DP is refused)
-    client_state: str | None = None  # what each client keeps between rounds (fedlab.run.client_states): one round a call
+    client_state: str | None = None  # what each client keeps between rounds (fedlab.run.client_states): one round/call
     client_sgd: str | None = None  # why its client optimizer must be SGD ('no momentum' in it: plain SGD)
 
     # Optimizers.

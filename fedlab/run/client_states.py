@@ -47,8 +47,8 @@ class ClientStateStore:
         self._dir.mkdir(parents=True, exist_ok=True)
         missing = [name for name in (index or {}).values() if not (self._dir / name).exists()]
         if missing:
-            raise FileNotFoundError(f'{self._dir / missing[0]} is missing: the checkpoint\'s client states are '
-                                    'incomplete')
+            raise FedlabError(f'{self._dir / missing[0]} is missing: the checkpoint\'s client states are incomplete; '
+                              'start the run again in a new directory')
         self._index, self._cache, self._last_round, self._undo = dict(index or {}), collections.OrderedDict(), 0, {}
 
     def states(self, client_ids: list[str]) -> list[tuple]:

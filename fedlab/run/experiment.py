@@ -170,7 +170,7 @@ class ExperimentPlan:
             observers=[record, progress, *stop],
             learning_rates=federation.learning_rates,
             efficiency=settings.efficiency,
-            client_states=client_states.StatefulRounds(states) if states else None,
+            client_states=client_states.StatefulRounds(states) if states is not None else None,
         )
         state = loop.run(state, start_round=resume_round + 1)
         if loop.stopped:
