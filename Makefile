@@ -10,7 +10,7 @@ VENV := .venv
 FEDLAB := $(VENV)/bin/fedlab
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: help install run test test-slow test-all lock wheel-check clean compare compare-algorithms compare-stateful report bench bench-accuracy tensorboard privacy per-client
+.PHONY: help install run test test-slow test-all lock wheel-check clean compare compare-algorithms compare-stateful compare-systems traces report bench bench-accuracy tensorboard privacy per-client
 
 help:  ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -84,6 +84,25 @@ compare-stateful: install  ## fedavg, fedprox, scaffold, feddyn, fednova x 3 see
 		hydra.sweep.dir=$(STATEFUL_DIR)/leaf_digits $(ARGS)
 	$(VENV)/bin/fedlab-report $(STATEFUL_DIR)/leaf_digits
 
+# Issue 23's comparison (docs/heterogeneity.md): the LEAF sample's digits on devices of a 10x speed spread
+# (conf/system/traces/leaf_sample_digits_10x.csv): synchronous FedAvg, with a deadline, with 30% over-selection, with
+# both, FedAvg and FedNova with the deadline and partial work, and FedBuff (20 training at once, every 10 updates
+# applied); 3 seeds each, one report (accuracy against simulated time and uplink).
+SYSTEMS_DIR ?= multirun/compare_systems_$(COMPARE_STAMP)
+SYSTEMS_DEADLINE ?= 20
+SYSTEMS_SETTING = system=trace system.path=traces/leaf_sample_digits_10x.csv seed=0,1,2 data=leaf data.path=$(LEAF) \
+	data.digits_only=true model=simple_cnn sampling=uniform rounds=50 checkpoint_every=0 \
+	'hydra.job.config.override_dirname.exclude_keys=[data.path,system.path]' hydra.sweep.dir=$(SYSTEMS_DIR)
+compare-systems: install  ## Sync, deadline, over-selection, partial work, FedBuff on a 10x device trace x 3 seeds (~15 min)
+	$(FEDLAB) -m $(SYSTEMS_SETTING) 'system.deadline_s=null,$(SYSTEMS_DEADLINE)' system.over_selection=0,0.3 $(ARGS)
+	$(FEDLAB) -m $(SYSTEMS_SETTING) algorithm=fedavg,fednova system.deadline_s=$(SYSTEMS_DEADLINE) \
+		system.partial_work=true $(ARGS)
+	$(FEDLAB) -m $(SYSTEMS_SETTING) algorithm=fedbuff $(ARGS)
+	$(VENV)/bin/fedlab-report $(SYSTEMS_DIR)
+
+traces: install  ## Rewrite the example device traces in conf/system/traces/ (from the LEAF sample's writer ids)
+	$(VENV)/bin/python -m fedlab.heterogeneity.example_traces $(LEAF) conf/system/traces
+
 # Issue 21's table (docs/evaluation.md): per-client accuracy, participation gap, fine-tuned vs local-only
 # personalization and the cost to 80% on the LEAF sample's digits, 3 seeds each, then the report.
 PER_CLIENT_DIR ?= multirun/per_client_$(COMPARE_STAMP)
@@ -111,6 +130,8 @@ wheel-check: install  ## Build the wheel and run `fedlab --help` from it in a th
 	VIRTUAL_ENV=/tmp/fedlab-wheel-venv $(UV) pip install --quiet 'hydra-core>=1.3,<1.4'
 	cd /tmp && /tmp/fedlab-wheel-venv/bin/fedlab --help | grep -q 'model: cifar_cnn, custom, fedavg_cnn, linear, simple_cnn'
 	cd /tmp && /tmp/fedlab-wheel-venv/bin/fedlab --cfg job model=fedavg_cnn | grep -q 'architecture: fedavg_cnn'
+	$(VENV)/bin/python -c "import glob, zipfile; assert 'fedlab/conf/system/traces/digits_10x.csv' in \
+		zipfile.ZipFile(glob.glob('dist/*.whl')[0]).namelist(), 'the example device traces are not in the wheel'"
 	@echo "wheel OK: configs ship inside the package"
 
 bench: install  ## Print performance figures beside their goals (~15 min; BENCH_QUICK=1 ~5 min); ARGS=scale: full-size federations (~45 min, ~5 GB of temp disk; BENCH_QUICK=1 ~15 min)

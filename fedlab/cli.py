@@ -93,7 +93,8 @@ def _federation(cfg: DictConfig, config: dict, data):
         weighting=cfg.weighting,
         **population,
     )
-    sampler = instantiate(cfg.sampling)(training_clients, cfg.clients_per_round)
+    make_sampler = instantiate(cfg.sampling)
+    sampler = make_sampler(training_clients, cfg.clients_per_round)
     dp_settings = privacy_checks.settings(config, population=len(training_clients))
     return experiment.Federation(
         data=data,
@@ -103,6 +104,21 @@ def _federation(cfg: DictConfig, config: dict, data):
         learning_rates=config_checks.learning_rates(config),
         privacy_ledger=accounting.PrivacyLedger(dp_settings) if dp_settings else None,
         held_out=held_out,
+        system=_system(config, data.client_ids, training_clients, make_sampler),
+    )
+
+
+def _system(config: dict, client_ids, training_clients, make_sampler):
+    """The simulated system of `system=heterogeneous | trace` (None: ideal): every client's device, a trace checked
+    against the data's clients."""
+    from fedlab.heterogeneity import settings
+
+    checked = settings.settings(config.get('system'))
+    if checked is None:
+        return None
+    return settings.System(
+        checked, checked.devices(client_ids, seed=config['seed']), make_sampler, tuple(training_clients),
+        config['clients_per_round'], epochs=config['client_epochs'] or 1, seed=config['seed'],
     )
 
 

@@ -15,8 +15,9 @@ refused_jobs: list[str] = []
 
 
 def _job_dirs(sweep_dir: pathlib.Path) -> dict[pathlib.Path, int]:
-    """{job directory: mtime of its .hydra/config.yaml (ns)} for every job directory under a sweep."""
-    return {p.parent.parent: p.stat().st_mtime_ns for p in sweep_dir.glob(f'*/{rundir.HYDRA_DIR}/config.yaml')}
+    """{job directory: mtime of its .hydra/config.yaml (ns)} for every job directory under a sweep (at any depth: an
+    override with a `/` in its value, e.g. system.path=traces/x.csv, nests the job's directory)."""
+    return {p.parent.parent: p.stat().st_mtime_ns for p in sweep_dir.glob(f'**/{rundir.HYDRA_DIR}/config.yaml')}
 
 
 def job_statuses(jobs: list[pathlib.Path]) -> dict[str, tuple[str, str]]:

@@ -13,8 +13,9 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate, to_absolute_path
 
 from fedlab.algorithms.schedules import LearningRates
-from fedlab.config import combinations, efficiency, schema
+from fedlab.config import combinations, components, efficiency, schema
 from fedlab.errors import FedlabError
+from fedlab.heterogeneity import settings as system_settings
 from fedlab.privacy import checks as privacy_checks
 
 MISSING = '???'
@@ -43,6 +44,7 @@ def check_before_tensorflow(config: dict) -> None:
         check_training_population(config['holdout_clients'], config['clients_per_round'], num_clients)
     check_task(config)
     personalization(config)
+    _check_system(config)
     if config['stop_at_target'] and config['target_accuracy'] is None:
         raise FedlabError('stop_at_target=true needs target_accuracy=<accuracy in (0, 1]>')
     for key in PATH_KEYS:
@@ -55,6 +57,54 @@ def check_before_tensorflow(config: dict) -> None:
     learning_rates(config)  # the schedules check their own values
     efficiency.settings(config)  # rounds per call, packed clients
     instantiate(config['runtime']).check(client_inputs=config['client_inputs'])  # runtime=remote: workers, inputs
+
+
+def _check_system(config: dict) -> None:
+    """The `system` group's keys and a trace file's format; partial work with an algorithm whose clients keep state;
+    what FedBuff needs."""
+    system = system_settings.settings(config.get('system'))
+    algorithm = components.of_config(config, 'algorithm')
+    if algorithm is not None and algorithm.asynchronous:
+        _check_asynchronous(config, system, algorithm.name)
+    if system is not None and system.rules.partial_work and algorithm is not None and algorithm.client_state:
+        raise FedlabError(
+            f'system.partial_work=true with algorithm={algorithm.name}: a partial client would update '
+            f'{algorithm.client_state} from part of its work, which the algorithm does not define; use '
+            'algorithm=fednova or fedavg'
+        )
+
+
+def _check_asynchronous(config: dict, system, name: str) -> None:
+    """FedBuff: a simulated clock without rounds' rules, the plain mean, a sampler that draws one client at a time,
+    and its own keys in range."""
+    if system is None:
+        raise FedlabError(f'algorithm={name} needs system=heterogeneous or trace: its clients finish at their '
+                          'devices\' pace on the simulated clock')
+    rules = system.rules
+    for key, value, default in (('deadline_s', rules.deadline_s, None), ('over_selection', rules.over_selection, 0),
+                                ('partial_work', rules.partial_work, False)):
+        if value != default:
+            raise FedlabError(f'system.{key}={value} does not fit algorithm={name}: an asynchronous server has no '
+                              f'rounds to cut (system.dropout applies)')
+    aggregator = components.of_config(config, 'aggregator')
+    if aggregator is None or aggregator.name != 'mean':
+        raise FedlabError(f'aggregator={components.name_of(config, "aggregator", "of your own")} does not fit '
+                          f'algorithm={name}: its staleness-weighted buffer is its aggregator; use aggregator=mean')
+    sampler = components.of_config(config, 'sampling')
+    if sampler is not None and sampler.poisson:
+        raise FedlabError(f'sampling={sampler.name} does not fit algorithm={name}: a freed place draws one client '
+                          '(sampling=fixed: the first idle by id; uniform: one at random)')
+    keys = config.get('algorithm') or {}
+    for key, is_allowed, allowed in (('concurrency', lambda v: v >= 1, 'an integer >= 1'),
+                                     ('buffer_size', lambda v: v >= 1, 'an integer >= 1'),
+                                     ('staleness_exponent', lambda v: v >= 0, 'a number >= 0')):
+        value = keys.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not is_allowed(value):
+            raise FedlabError(f'algorithm.{key}={value} is not allowed: it must be {allowed}')
+    training = config['data'].get('num_clients')
+    if isinstance(training, int) and keys['concurrency'] > training:
+        raise FedlabError(f'algorithm.concurrency={keys["concurrency"]} is larger than the population: '
+                          f'data.num_clients={training}')
 
 
 def check_training_population(holdout_clients: float, clients_per_round: int, population: int) -> None:

@@ -54,6 +54,9 @@ class Component:
     dp_uncovered: str | None = None  # what of its uploads a DP aggregator does not cover (then DP is refused)
     client_state: str | None = None  # what each client keeps between rounds (fedlab.run.client_states): one round/call
     client_sgd: str | None = None  # why its client optimizer must be SGD ('no momentum' in it: plain SGD)
+    # Asynchronous (FedBuff): clients train from the version they downloaded on the simulated clock; one server
+    # update a call, the updates waiting in Python; it needs system=heterogeneous or trace.
+    asynchronous: bool = False
 
     # Optimizers.
     sgd: bool = False  # heavy-ball SGD: `{side}_momentum` is its momentum; task=centralized trains with the same
@@ -102,6 +105,8 @@ TABLE: tuple[Component, ...] = (
     Component('fedlab.algorithms.fednova.build_fed_nova', 'algorithm', 'fednova',
               dp_uncovered="FedNova's second upload, each client's step count, is averaged without the DP noise",
               client_sgd='its normalisation is known for SGD with or without momentum'),
+    Component('fedlab.algorithms.fedbuff.build_fed_buff', 'algorithm', 'fedbuff', asynchronous=True,
+              dp_uncovered="FedBuff's buffer is its own aggregator, which the DP aggregator does not replace"),
     # client_optimizer, server_optimizer: fedlab/algorithms/optimizers.py
     Component('fedlab.algorithms.optimizers.sgd', 'optimizer', 'sgd', sgd=True),
     Component('fedlab.algorithms.optimizers.adam', 'optimizer', 'adam', first_moment='beta_1', adaptive=True),

@@ -88,6 +88,10 @@ def settings(config: dict) -> Efficiency:
         notes.append(f'rounds_per_call: 1, resident_state and pack_clients: off with algorithm={algorithm.name} '
                      f'(each client trains from {algorithm.client_state}, kept in Python between rounds)')  # fmt: skip
         rounds_per_call, resident_state, pack_clients = 1, False, False
+    if algorithm is not None and algorithm.asynchronous and (rounds_per_call > 1 or resident_state or pack_clients):
+        notes.append(f'rounds_per_call: 1, resident_state and pack_clients: off with algorithm={algorithm.name} '
+                     '(its updates wait in Python until the server applies them)')
+        rounds_per_call, resident_state, pack_clients = 1, False, False
     if resident_state and aggregator is not None and aggregator.dp:
         notes.append('resident_state: off with DP (TFF draws the noise unseeded: a replay after a worker restart '
                      'would not repeat it)')  # fmt: skip

@@ -22,12 +22,13 @@ LATER_KEYS_AT_DEFAULT: dict[str, object] = {
     'holdout_clients': 0,
     'stop_at_target': False,
     'personalization': {'method': 'none'},
+    'system': {'kind': 'ideal'},
 }
 
 
 # Config groups added since, each with the option that computes what runs computed before it existed: fedlab-report
 # groups a run that chose it with runs recorded before the group did.
-LATER_CHOICES_AT_DEFAULT: dict[str, str] = {'personalization': 'none'}
+LATER_CHOICES_AT_DEFAULT: dict[str, str] = {'personalization': 'none', 'system': 'ideal'}
 
 
 def without(config: dict, dotted_keys) -> dict:

@@ -28,6 +28,7 @@ class RunConfig:
     task: Any = None
     runtime: Any = None
     personalization: Any = None  # checked by fedlab.config.checks.personalization
+    system: Any = None  # checked by fedlab.heterogeneity.settings
     experiment: Any = None
 
     rounds: int = 10

@@ -163,12 +163,35 @@ def _check_dp_assumptions(values: dict, keys: dict, aggregator: dict) -> None:
             'client joins each round independently (Poisson sampling, which is what makes epsilon small); choose '
             'sampling=poisson, or add privacy.amplification=none to account every round with q = 1'
         )
+    _check_system(values, name)
     component = components.of_config(values, 'aggregator')
     # fedlab.algorithms' builders take an unweighted factory as such: each client counts once
     if component is not None and component.unweighted and values.get('weighting', 'uniform') != 'uniform':
         raise FedlabError(
             f'aggregator={name} is unweighted (each client counts once) and weighting={values["weighting"]} weights '
             'clients by examples: use weighting=uniform'
+        )
+
+
+def _check_system(values: dict, name: str) -> None:
+    """A simulated system (fedlab.heterogeneity): dropout and deadlines only lower a client's chance to contribute,
+    so epsilon at q = clients_per_round / population still bounds it; over-selection and availability windows raise
+    that chance, or make it depend on other clients, which the accountant does not model."""
+    from fedlab.heterogeneity import settings as system_settings
+
+    system = system_settings.settings(values.get('system'))
+    if system is None:
+        return
+    if system.rules.over_selection > 0:
+        raise FedlabError(
+            f'aggregator={name} with system.over_selection={system.rules.over_selection:g}: keeping the first N of a '
+            'larger sample makes a client\'s chance to contribute depend on the others, which the accountant does not '
+            'model; use system.over_selection=0 (dropout and deadlines keep epsilon an upper bound)'
+        )
+    if system.has_availability:
+        raise FedlabError(
+            f'aggregator={name} with system.path={system.trace}: its availability windows raise an online client\'s '
+            'chance to be sampled above q = clients_per_round / population; use a trace without windows'
         )
 
 

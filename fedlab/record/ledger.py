@@ -145,8 +145,15 @@ def _measure(process) -> CommunicationCost:
                 transfers.append(transfer)
         return block, False  # a walk: nothing is transformed
 
-    tff.framework.transform_preorder(process.next.to_building_block(), visit)
-    trainable = process.get_model_weights.type_signature.result.trainable
+    # A process whose clients return their outputs to Python (FedBuff) names the computation that reaches them and
+    # the type each client sends back, which no intrinsic carries.
+    tff.framework.transform_preorder(getattr(process, 'client_computation', process.next).to_building_block(), visit)
+    client_outputs = getattr(process, 'client_outputs_type', None)
+    if client_outputs is not None:
+        transfers.append(Transfer(intrinsic='client output', direction=UPLINK,
+                                  bits_per_client=type_bits(client_outputs), value_type=str(client_outputs)))
+    weights_type = getattr(process, 'model_weights_type', None) or process.get_model_weights.type_signature.result
+    trainable = weights_type.trainable
     return CommunicationCost(
         transfers=tuple(transfers),
         raw_update_bits=type_bits(trainable),
@@ -203,21 +210,33 @@ class Ledger:
         self.cost = cost
         self.cumulative_downlink_bits = 0
         self.cumulative_uplink_bits = 0
+        self._downloads = self._uploads = None
+
+    def count_downloads(self, downloads) -> None:
+        """`downloads(round_num)`: how many clients received the model in a round, when more than train (a simulated
+        system's late, dropped and over-selected clients download it too); by default, the clients that train."""
+        self._downloads = downloads
+
+    def count_uploads(self, uploads) -> None:
+        """`uploads(round_num)`: how many clients' uploads a round receives, when not the clients that start in it
+        (FedBuff: the updates it applies); by default, the clients that train."""
+        self._uploads = uploads
 
     def round_values(self, round_num: int, client_ids: list[str]) -> dict[str, int | str]:
-        """The round's COLUMNS, for its participants; advances the cumulative totals. Empty if not counted."""
-        del round_num  # every round of a process transmits the same per client
+        """The round's COLUMNS, for its participants (and the clients that only downloaded, see `count_downloads`);
+        advances the cumulative totals. Empty if not counted. Every round of a process sends the same per client."""
         if not self.cost.counted:
             return dict.fromkeys(COLUMNS, '')
-        clients = len(client_ids)
+        clients = len(client_ids) if self._uploads is None else self._uploads(round_num)
+        receivers = len(client_ids) if self._downloads is None else self._downloads(round_num)
         downlink = self.cost.bits_per_client(DOWNLINK)
         uplink = self.cost.bits_per_client(UPLINK)
-        self.cumulative_downlink_bits += downlink * clients
+        self.cumulative_downlink_bits += downlink * receivers
         self.cumulative_uplink_bits += uplink * clients
         return {
             'downlink_bits_per_client': downlink,
             'uplink_bits_per_client': uplink,
-            'downlink_bits': downlink * clients,
+            'downlink_bits': downlink * receivers,
             'uplink_bits': uplink * clients,
             'cumulative_downlink_bits': self.cumulative_downlink_bits,
             'cumulative_uplink_bits': self.cumulative_uplink_bits,

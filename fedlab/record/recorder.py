@@ -37,6 +37,8 @@ class RoundAnnotator(Protocol):
     def round_values(self, round_num: int, client_ids: list[str]) -> dict[str, float | int]:
         """The round's values of `columns`; may advance running totals."""
 
+    # Optionally, `client_columns` (a tuple of clients.csv columns) and `client_values(round_num) -> dict` of them.
+
     def restore(self, row: dict[str, str] | None) -> None:
         """Running totals as of the last recorded round's metrics.csv row (None: no round yet)."""
 
@@ -110,7 +112,8 @@ class RunRecorder(RoundObserver):
         else:  # Rows of an earlier attempt that never reached a checkpoint are not this run's.
             tables.RoundTables.remove(self._run_dir)
         columns = tables.metrics_columns(POPULATIONS, tuple(c for a in self._annotators for c in a.columns), later)
-        self._tables = tables.RoundTables(self._run_dir, columns)
+        client_columns = tuple(c for a in self._annotators for c in getattr(a, 'client_columns', ()))
+        self._tables = tables.RoundTables(self._run_dir, columns, tables.CLIENTS_COLUMNS + list(client_columns))
         self._tensorboard = tables.TensorBoardView(
             self._run_dir / TENSORBOARD_DIR,
             populations=POPULATIONS + list(later),
@@ -128,7 +131,9 @@ class RunRecorder(RoundObserver):
         self._uncommitted = True
         try:
             row = self._metrics_row(result)
-            self._tables.write(row, result)
+            clients = {k: v for a in self._annotators if hasattr(a, 'client_values')
+                       for k, v in a.client_values(result.round_num).items()}
+            self._tables.write(row, result, clients)
             self._tensorboard.write_row(row)
         except BaseException:
             self._roll_back()

@@ -124,12 +124,13 @@ class RoundTables:
     """A run's metrics.csv, timing.csv and clients.csv, opened for appending (see `CsvTable`): a row each per round,
     committed or rolled back together."""
 
-    def __init__(self, run_dir: pathlib.Path, metrics_columns: list[str]):
+    def __init__(self, run_dir: pathlib.Path, metrics_columns: list[str],
+                 clients_columns: list[str] = CLIENTS_COLUMNS):
         self._run_dir = run_dir
         self._tables = {
             METRICS_CSV: CsvTable(run_dir / METRICS_CSV, metrics_columns),
             TIMING_CSV: CsvTable(run_dir / TIMING_CSV, TIMING_COLUMNS),
-            CLIENTS_CSV: CsvTable(run_dir / CLIENTS_CSV, CLIENTS_COLUMNS),
+            CLIENTS_CSV: CsvTable(run_dir / CLIENTS_CSV, clients_columns),
             CLIENTS_EVAL_CSV: CsvTable(run_dir / CLIENTS_EVAL_CSV, CLIENTS_EVAL_COLUMNS),
         }
 
@@ -139,13 +140,15 @@ class RoundTables:
         for table in TABLES:
             (run_dir / table).unlink(missing_ok=True)
 
-    def write(self, metrics_row: dict, result: 'RoundResult') -> None:
-        """The round's row of each table: `metrics_row` as it is, then the round's timing and clients."""
+    def write(self, metrics_row: dict, result: 'RoundResult', clients: dict | None = None) -> None:
+        """The round's row of each table: `metrics_row` as it is, then the round's timing and clients (the clients
+        that trained, and the `clients` columns of a simulated system: every sampled client's status)."""
         self._tables[METRICS_CSV].write(metrics_row)
         self._tables[TIMING_CSV].write(
             {'round': result.round_num, 'train_seconds': result.train_seconds, 'eval_seconds': result.eval_seconds}
         )
-        self._tables[CLIENTS_CSV].write({'round': result.round_num, 'client_ids': ' '.join(result.client_ids)})
+        self._tables[CLIENTS_CSV].write({'round': result.round_num, 'client_ids': ' '.join(result.client_ids),
+                                         **(clients or {})})
         for population, clients in result.client_evaluations.items():
             self.write_client_evaluations(result.round_num, population, clients)
 
@@ -239,6 +242,24 @@ class TensorBoardView:
             values = {c: float(row[c]) for c in annotator.columns if _plottable(row.get(c))}
             if values:
                 self._logger.write(round_num, annotator.tensorboard_run, values)
+        self._write_against_cost(row)
+
+    def _write_against_cost(self, row: dict) -> None:
+        """On a simulated clock (a `sim_time_s` column): each evaluated population's accuracy and loss with the
+        simulated milliseconds as the step (run `<population>_by_sim_time_ms`; a step is an integer), and with the
+        cumulative uplink bits (run `<population>_by_uplink_bits`): TensorBoard's x axis is the step, so these
+        curves are against cost."""
+        if not _plottable(row.get('sim_time_s')):
+            return
+        steps = {'sim_time_ms': round(1000 * float(row['sim_time_s']))}
+        if _plottable(row.get('cumulative_uplink_bits')):
+            steps['uplink_bits'] = int(float(row['cumulative_uplink_bits']))
+        for population in self._populations[1:]:  # (not train: its metrics are the round's training)
+            metrics = population_metrics(row, population)
+            if 'accuracy' in metrics:
+                for name, step in steps.items():
+                    self._logger.write(step, f'{population}_by_{name}',
+                                       {'accuracy': metrics['accuracy'], 'loss': metrics['loss']})
 
     def write(self, round_num: int, population: str, metrics: dict[str, float]) -> None:
         """Metrics that are not in metrics.csv (an evaluation of the final model)."""

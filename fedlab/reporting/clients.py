@@ -59,7 +59,7 @@ def _to_target(run: Run, target: float | None) -> dict:
             found.update(round_to_target=recorded['round'], uplink_bits_to_target=recorded['cumulative_uplink_bits'],
                          seconds_to_target=recorded['seconds'])
         return found
-    for round_num, accuracy, uplink in run.evaluated():  # another target: from metrics.csv (no seconds there)
+    for round_num, accuracy, uplink, _ in run.evaluated():  # another target: from metrics.csv (no seconds there)
         if accuracy >= target:
             found.update(round_to_target=round_num, uplink_bits_to_target=uplink)
             break

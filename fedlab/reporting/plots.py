@@ -13,6 +13,8 @@ CURVE_FIGURES = [
     ('eval_accuracy_vs_uplink.png', 'cumulative uplink, all clients (MiB, log scale)', lambda point: point[3] / MIB,
      True),
 ]  # fmt: skip
+# Only when some group ran on a simulated clock (system=heterogeneous | trace); its groups without one are left out.
+SIM_TIME_FIGURE = ('eval_accuracy_vs_sim_time.png', 'simulated time (s)', lambda point: point[4], False)
 
 
 def pyplot():
@@ -34,16 +36,18 @@ def plot_curves(groups: list[Group], out_dir: pathlib.Path) -> list[str]:
     federated = [g for g in groups if g.task != CENTRALIZED and curves[id(g)]]
     centralized = [g for g in groups if g.task == CENTRALIZED and curves[id(g)]]
     colors = {g.label: plt.get_cmap('tab10')(i % 10) for i, g in enumerate(federated + centralized)}
-    for name, x_label, x_of, log_x in CURVE_FIGURES:
+    clocked = [g for g in federated if curves[id(g)][0][4] is not None]
+    figures = CURVE_FIGURES + ([SIM_TIME_FIGURE] if clocked else [])
+    for name, x_label, x_of, log_x in figures:
         figure, axis = plt.subplots(figsize=(8, 5))
-        for group in federated:
+        for group in clocked if name == SIM_TIME_FIGURE[0] else federated:
             _draw_curve(axis, group, curves[id(group)], x_of, colors[group.label])
         for group in centralized:
             _draw_final(axis, group, curves[id(group)], colors[group.label])
         if log_x:
             axis.set_xscale('log')
         save_accuracy_plot(figure, axis, x_label, out_dir / name)
-    return [name for name, *_ in CURVE_FIGURES]
+    return [name for name, *_ in figures]
 
 
 def _draw_curve(axis, group: Group, curve: list[tuple], x_of, color) -> None:

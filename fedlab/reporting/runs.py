@@ -62,13 +62,15 @@ class Run:
                 flat[key.lstrip('+~')] = value
         return {k: v for k, v in flat.items() if not NOT_THE_EXPERIMENT & set(k.split('.'))}
 
-    def evaluated(self) -> list[tuple[int, float, int]]:
-        """(round, eval accuracy, cumulative uplink bits) of every row with an evaluation."""
+    def evaluated(self) -> list[tuple[int, float, int, float | None]]:
+        """(round, eval accuracy, cumulative uplink bits, simulated seconds or None) of every row with an
+        evaluation."""
         points = []
         for row in self.rows:
             if row.get('eval_accuracy'):
                 uplink = int(row['cumulative_uplink_bits']) if row.get('cumulative_uplink_bits') else 0
-                points.append((int(row['round']), float(row['eval_accuracy']), uplink))
+                sim_time = float(row['sim_time_s']) if row.get('sim_time_s') else None  # system=heterogeneous | trace
+                points.append((int(row['round']), float(row['eval_accuracy']), uplink, sim_time))
         return points
 
 

@@ -5,7 +5,7 @@ round and the first to reach a target accuracy, and a group's mean accuracy curv
 
 import statistics
 
-Point = tuple[int, float, int]  # (round, eval accuracy, cumulative uplink bits): runs.Run.evaluated()
+Point = tuple[int, float, int, float | None]  # (round, eval accuracy, uplink bits, sim seconds): runs.Run.evaluated()
 
 
 def mean(values: list) -> float | None:
@@ -36,11 +36,15 @@ def common_rounds(by_run: list[dict[int, tuple]]) -> list[int]:
     return sorted(set.intersection(*(set(points) for points in by_run))) if by_run else []
 
 
-def mean_curve(runs) -> list[tuple[int, float, float, float]]:
-    """(round, mean accuracy, std, mean cumulative uplink bits) at the rounds every run of the group evaluated."""
+def mean_curve(runs) -> list[tuple[int, float, float, float, float | None]]:
+    """(round, mean accuracy, std, mean cumulative uplink bits, mean simulated seconds or None) at the rounds every
+    run of the group evaluated."""
     by_run = [{p[0]: p for p in run.evaluated()} for run in runs]
     curve = []
     for round_num in common_rounds(by_run):
         accuracies = [points[round_num][1] for points in by_run]
-        curve.append((round_num, mean(accuracies), std(accuracies), mean([p[round_num][2] for p in by_run])))
+        sim_times = [p[round_num][3] for p in by_run]
+        sim_time = None if None in sim_times else mean(sim_times)
+        curve.append((round_num, mean(accuracies), std(accuracies), mean([p[round_num][2] for p in by_run]),
+                      sim_time))
     return curve

@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING
 
 import tensorflow_federated as tff
 
+from fedlab.algorithms.fedbuff import BufferedProcess
 from fedlab.algorithms.schedules import LearningRates
 from fedlab.algorithms.templates.composition import StatefulLearningProcess
 from fedlab.config.efficiency import Efficiency
-from fedlab.data.federated_data import FederatedData
+from fedlab.data.federated_data import FederatedData, examples_per_client, known_counts
 from fedlab.errors import TrainingDiverged
 from fedlab.fast_paths import client_packing
 from fedlab.models import ModelFn
@@ -22,6 +23,7 @@ from fedlab.run.personalization import Personalization, PersonalizationConfig
 from fedlab.sampling import Sampler
 
 if TYPE_CHECKING:
+    from fedlab.heterogeneity.settings import System
     from fedlab.privacy.accounting import PrivacyLedger
 
 EVAL_ON_TRAIN = 'eval_on_train'  # the clients' training data, after the last round
@@ -44,6 +46,8 @@ class Federation:
     # `holdout_clients`: clients that never train (the sampler never draws them); evaluation reports the clients
     # that take part and these apart.
     held_out: frozenset[str] = frozenset()
+    # `system=heterogeneous | trace`: devices on a simulated clock decide which sampled clients train (None: all).
+    system: 'System | None' = None
 
     def parts(self) -> dict[str, frozenset[str]]:
         """The test population's parts evaluated apart: with held-out clients, those that take part in training and
@@ -131,15 +135,16 @@ class ExperimentPlan:
         federation, settings = self.federation, self.settings
         # 1. The learning process, and what each round records besides its metrics.
         process, annotators = self._build_process()
+        sampler, input_sampler, annotators = self._samplers(process, annotators)
         interrupts.raise_if_requested()
 
         # 2. The clients' inputs (shards on a disk budget; the next round's prepared while a round trains) and
         # the test clients' evaluation (a fixed sample of eval_clients, all after the last round; built lazily).
         inputs = cleanup.enter_context(round_inputs.RunInputs(
-            federation.data.train, settings.pipeline, federation.sampler,
+            federation.data.train, settings.pipeline, input_sampler,
             rounds=(resume_round + 1, settings.schedule.rounds), rounds_per_call=settings.efficiency.rounds_per_call,
         ))
-        participation = evaluation.Participation(federation.sampler, federation.held_out)
+        participation = evaluation.Participation(sampler, federation.held_out)
         evaluate_test = evaluation.ClientsEvaluator(
             federation.model_fn, federation.data.test, batch_size=settings.pipeline.batch_size, store=inputs.store,
             sample_size=settings.eval_clients, seed=settings.pipeline.seed, final_round=settings.schedule.rounds,
@@ -164,7 +169,7 @@ class ExperimentPlan:
         loop = round_loop.RoundLoop(
             process,
             client_packing.PackedInputs(inputs.train) if settings.efficiency.pack_clients else inputs.train,
-            federation.sampler,
+            input_sampler,
             settings.schedule,
             evaluations=observers.Evaluations([evaluate_test], personalization=personalize),
             observers=[record, progress, *stop],
@@ -180,6 +185,30 @@ class ExperimentPlan:
         # 5. Optionally, the tutorial's evaluation of the final model on the clients' training data.
         if settings.eval_on_train:
             self._evaluate_on_train(process.get_model_weights(state), inputs.store, record, participation)
+
+    def _samplers(self, process, annotators: tuple) -> tuple[Sampler, Sampler, tuple]:
+        """Which clients train each round, the ids their inputs are asked for by, and the round annotators: the
+        federation's sampler, or, on a simulated system, the clients its clock keeps (their inputs' ids marking a
+        partial client's batches) and the clock, which annotates the rounds and counts the downloads."""
+        system = self.federation.system
+        if system is None:
+            return self.federation.sampler, self.federation.sampler, annotators
+        communication = annotators[0]
+        data = self.federation.data
+        bits = {'downlink_bits': communication.cost.bits_per_client(ledger.DOWNLINK),
+                'uplink_bits': communication.cost.bits_per_client(ledger.UPLINK),
+                'examples': known_counts(data.train) or examples_per_client(data.train)}
+        if isinstance(process, BufferedProcess):  # FedBuff: its clock is its schedule; uploads are its arrivals
+            rounds = process.schedule = system.buffered_rounds(concurrency=process.concurrency,
+                                                               buffer_size=process.buffer_size, **bits)
+            communication.count_uploads(rounds.uploads)
+            input_sampler = rounds.sampler
+        else:
+            rounds = system.rounds(**bits, batch_size=self.settings.pipeline.batch_size)
+            input_sampler = rounds.input_sampler
+        communication.count_downloads(rounds.downloads)
+        print(rounds.describe())
+        return rounds.sampler, input_sampler, (*annotators, rounds)
 
     def _client_state_store(self, process) -> client_states.ClientStateStore | None:
         """For a process whose clients keep state: its store, after checking that every client that can train

@@ -15,6 +15,7 @@ import tensorflow_federated as tff
 from fedlab import seeds
 from fedlab.data.federated_data import LABEL, PIXELS
 from fedlab.fast_paths import shards
+from fedlab.heterogeneity.clock import STEPS_MARK
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +56,13 @@ def eval_pipeline(dataset: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
 
 
 Pipeline = Callable[[tf.data.Dataset], tf.data.Dataset]
+
+
+def split_steps(client_id: str) -> tuple[str, int | None]:
+    """A client's id and the batches it trains: a simulated system's partial client is asked for as
+    `<id>#steps=<k>` (fedlab.heterogeneity.clock), its stream cut to its first k batches; else (id, None)."""
+    base, mark, steps = client_id.partition(STEPS_MARK)
+    return (base, int(steps)) if mark else (client_id, None)
 
 
 def client_arrays(client_data: tff.simulation.datasets.ClientData, client_id: str) -> dict[str, np.ndarray]:
@@ -182,7 +190,9 @@ class ClientDatasets:
         self(client_ids)
 
     def _make(self, client_id: str):
-        return self._pipeline(self._client_data.create_tf_dataset_for_client(client_id)), 1
+        client_id, steps = split_steps(client_id)
+        dataset = self._pipeline(self._client_data.create_tf_dataset_for_client(client_id))
+        return (dataset if steps is None else dataset.take(steps)), 1
 
     def close(self) -> None:
         pass
@@ -192,11 +202,11 @@ class ClientTensors:
     """Like `ClientDatasets`, but hands out each client's batch stream as arrays {x, y} (for
     `build_fed_avg(client_inputs='tensors')`); the most recently used streams are kept up to `max_bytes`."""
 
-    def __init__(
-        self, client_data: tff.simulation.datasets.ClientData, pipeline: Pipeline, *, max_bytes: int = 256 << 20
-    ):
+    def __init__(self, client_data: tff.simulation.datasets.ClientData, pipeline: Pipeline, *,
+                 max_bytes: int = 256 << 20, batch_size: int | None = None):
         self._streams = ClientStreams(client_data, pipeline)
         self._cache = _LeastRecentlyUsed(max_bytes)
+        self._batch_size = batch_size  # the pipeline's, for a partial client's cut stream
 
     def __call__(self, client_ids: list[str]) -> list[dict]:
         return self._cache.get_many(client_ids, self._make)
@@ -206,7 +216,10 @@ class ClientTensors:
         self(client_ids)
 
     def _make(self, client_id: str):
+        client_id, steps = split_steps(client_id)
         stream = self._streams.stream(client_id)
+        if steps is not None:
+            stream = collections.OrderedDict((k, v[: steps * self._batch_size]) for k, v in stream.items())
         return stream, sum(a.nbytes for a in stream.values())
 
     def close(self) -> None:
@@ -232,8 +245,10 @@ class ClientShards:
         shard_dir: str | None = None,
         budget_bytes: int = 1 << 30,
         name: str = 'train',
+        batch_size: int | None = None,
     ):
         self._streams = ClientStreams(client_data, pipeline)
+        self._batch_size = batch_size  # the pipeline's, for a partial client's cut stream
         self._own_store = store is None
         self.store = store if store is not None else shards.ShardStore(shard_dir, budget_bytes=budget_bytes)
         self._name = name
@@ -251,8 +266,9 @@ class ClientShards:
         self.store.unpin(self._name)
 
     def _make(self, key: str) -> dict[str, bytes]:
-        arrays, order = self._streams.one_pass(key.split('/', 1)[1])
-        return shards.serialize(arrays, order)
+        client_id, steps = split_steps(key.split('/', 1)[1])
+        arrays, order = self._streams.one_pass(client_id)
+        return shards.serialize(arrays, order if steps is None else order[: steps * self._batch_size])
 
     def close(self) -> None:
         if self._own_store:
@@ -278,8 +294,10 @@ def training_inputs(
     pipeline = lambda dataset: train_pipeline(dataset, config)  # noqa: E731
     if config.client_inputs == 'shards':
         return ClientShards(client_data, pipeline, store=store, shard_dir=config.shard_dir,
-                            budget_bytes=int(config.shard_budget_mb * 2**20))
-    return CLIENT_INPUTS[config.client_inputs](client_data, pipeline)
+                            budget_bytes=int(config.shard_budget_mb * 2**20), batch_size=config.batch_size)
+    if config.client_inputs == 'tensors':
+        return ClientTensors(client_data, pipeline, batch_size=config.batch_size)
+    return ClientDatasets(client_data, pipeline)
 
 
 def open_store(config: PipelineConfig, *, calls_pinned: int = 1) -> shards.ShardStore | None:

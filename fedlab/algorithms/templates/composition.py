@@ -102,7 +102,7 @@ def compose(
                 f'the fused packed round has type {next_fn.type_signature}, not {composed_next_fn.type_signature}'
             )
     state_type = next_fn.type_signature.parameter[0].member
-    parts = (init_fn, next_fn, *_weights_and_hparams(state_type, client_work, finalizer))
+    parts = (init_fn, next_fn, *weights_and_hparams(state_type, client_work, finalizer))
     if stateful:
         return StatefulLearningProcess(*parts, initial_client_state=client_work.client_state)
     get_model_weights_fn, set_model_weights_fn, get_hparams_fn, set_hparams_fn = parts[2:]
@@ -116,7 +116,7 @@ def compose(
     )
 
 
-def _weights_and_hparams(state_type, client_work: TensorClientWork, finalizer) -> tuple:
+def weights_and_hparams(state_type, client_work: TensorClientWork, finalizer) -> tuple:
     """get_model_weights, set_model_weights, get_hparams and set_hparams of a composed process's state."""
 
     @tff.tensorflow.computation(state_type)
