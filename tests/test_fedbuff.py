@@ -10,7 +10,7 @@ import pytest
 from fedlab.heterogeneity import devices as device_profiles
 from fedlab.heterogeneity.async_clock import STARTED, Arrival, BufferedRounds
 from fedlab.heterogeneity.clock import DROPPED, PoolDraw
-from tests.test_heterogeneity import TINY, _fedlab, _rows
+from tests.test_heterogeneity import TINY, _fedlab, _rows, _train
 
 
 def _first_idle(pool, count):
@@ -157,8 +157,8 @@ def test_stale_updates_are_weighted_as_the_paper_says():
 
 
 def test_fedbuff_through_the_cli_records_its_server_updates(tmp_path):
-    _fedlab([*TINY, 'algorithm=fedbuff', 'system=heterogeneous', 'algorithm.concurrency=8', 'system.dropout=0.1',
-             'sampling=uniform'], tmp_path)
+    _train([*TINY, 'algorithm=fedbuff', 'system=heterogeneous', 'algorithm.concurrency=8', 'system.dropout=0.1',
+            'sampling=uniform'], tmp_path)
     rows, clients = _rows(tmp_path / 'metrics.csv'), _rows(tmp_path / 'clients.csv')
     times = [float(r['sim_time_s']) for r in rows]
     assert all(b >= a for a, b in zip([0.0, *times], times)) and times[-1] > 0

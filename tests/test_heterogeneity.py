@@ -173,28 +173,36 @@ def _fedlab(args, run_dir, check=True):
     return proc
 
 
+def _train(args, run_dir):
+    """fedlab's training as the command runs it, in this process (no TensorFlow import per run)."""
+    from fedlab import cli
+    from tests.conftest import compose_config
+
+    return cli.train(compose_config(args), run_dir)
+
+
 def _rows(path):
     with open(path, newline='') as f:
         return list(csv.DictReader(f))
 
 
 def test_system_ideal_writes_todays_files_byte_for_byte(tmp_path):
-    _fedlab([*TINY, 'system=ideal'], tmp_path / 'ideal')
-    _fedlab(TINY, tmp_path / 'default')
+    _train([*TINY, 'system=ideal'], tmp_path / 'ideal')
+    _train(TINY, tmp_path / 'default')
     for table in ('metrics.csv', 'clients.csv', 'clients_eval.csv'):
         assert (tmp_path / 'ideal' / table).read_bytes() == (tmp_path / 'default' / table).read_bytes(), table
 
 
 def test_a_deadline_run_records_its_clock_statuses_and_downloads(tmp_path):
     # Without rules the clock changes nothing that trains: the same metrics as ideal, plus the clock's columns.
-    _fedlab([*TINY, 'system=heterogeneous'], tmp_path / 'clock')
-    _fedlab(TINY, tmp_path / 'ideal')
+    _train([*TINY, 'system=heterogeneous'], tmp_path / 'clock')
+    _train(TINY, tmp_path / 'ideal')
     clock_rows, ideal_rows = _rows(tmp_path / 'clock' / 'metrics.csv'), _rows(tmp_path / 'ideal' / 'metrics.csv')
     for clocked, plain in zip(clock_rows, ideal_rows):
         assert {k: clocked[k] for k in plain} == plain
 
-    _fedlab([*TINY, 'system=heterogeneous', 'system.deadline_s=0.45', 'system.dropout=0.2', 'sampling=uniform',
-             'system.over_selection=0.4', 'eval_every=1'], tmp_path / 'deadline')
+    _train([*TINY, 'system=heterogeneous', 'system.deadline_s=0.45', 'system.dropout=0.2', 'sampling=uniform',
+            'system.over_selection=0.4', 'eval_every=1'], tmp_path / 'deadline')
     rows = _rows(tmp_path / 'deadline' / 'metrics.csv')
     clients = _rows(tmp_path / 'deadline' / 'clients.csv')
     times = [float(r['sim_time_s']) for r in rows]
@@ -215,13 +223,52 @@ def test_a_deadline_run_records_its_clock_statuses_and_downloads(tmp_path):
             assert float(row['sim_round_s']) == pytest.approx(0.45)
 
 
-def test_a_round_where_nobody_finishes_is_recorded_and_the_run_goes_on(tmp_path):
-    proc = _fedlab([*TINY, 'system=heterogeneous', 'system.deadline_s=0.001'], tmp_path)
-    assert 'no clients' in proc.stdout
+def test_a_round_where_nobody_finishes_is_recorded_and_the_run_goes_on(tmp_path, capsys):
+    _train([*TINY, 'system=heterogeneous', 'system.deadline_s=0.001'], tmp_path)
+    assert 'no clients' in capsys.readouterr().out
     rows = _rows(tmp_path / 'metrics.csv')
     assert [int(r['clients']) for r in rows] == [0, 0, 0, 0]
     assert [float(r['sim_time_s']) for r in rows] == pytest.approx([0.001 * r for r in (1, 2, 3, 4)])
     assert {s for r in _rows(tmp_path / 'clients.csv') for s in r['status'].split()} == {LATE}
+
+
+# The system group's bad input, checked before TensorFlow (tests/test_reliability.py runs some of these through the
+# command: one line, exit 2, TensorFlow not loaded, nothing written); (case, overrides, what the message says).
+BAD_SYSTEM = [
+    ('trace header', ['system=trace', 'system.path={tmp}/trace_header.csv'], 'trace_header.csv:1: the header must be'),
+    ('trace negative speed', ['system=trace', 'system.path={tmp}/trace_negative.csv'],
+     "trace_negative.csv:3: compute_examples_per_s='-5' is not allowed"),
+    ('trace window', ['system=trace', 'system.path={tmp}/trace_window.csv'], "trace_window.csv:2: available window"),
+    ('over-selection negative', ['system=heterogeneous', 'system.over_selection=-0.5'],
+     'system.over_selection=-0.5 is not allowed'),
+    ('dropout one', ['system=heterogeneous', 'system.dropout=1'], 'system.dropout=1 is not allowed'),
+    ('system key of another kind', ['system=heterogeneous', '+system.period_s=10'],
+     'system.period_s is not a key of system=heterogeneous'),
+    ('partial work without deadline', ['system=heterogeneous', 'system.partial_work=true'],
+     'system.partial_work=true needs system.deadline_s'),
+    ('fedbuff concurrency zero', ['algorithm=fedbuff', 'system=heterogeneous', 'algorithm.concurrency=0'],
+     'algorithm.concurrency=0 is not allowed'),
+    ('fedbuff with compression', ['algorithm=fedbuff', 'system=heterogeneous', 'aggregator=compression'],
+     'aggregator=compression does not fit algorithm=fedbuff'),
+]
+
+
+@pytest.mark.parametrize('case,overrides,expected', BAD_SYSTEM, ids=[c[0] for c in BAD_SYSTEM])
+def test_bad_system_input_is_refused_before_tensorflow(case, overrides, expected, tmp_path):
+    from omegaconf import OmegaConf
+
+    from fedlab.config import checks
+    from fedlab.errors import FedlabError
+    from tests.conftest import compose_config
+
+    header = 'client_id,compute_examples_per_s,uplink_bits_per_s,downlink_bits_per_s,available\n'
+    (tmp_path / 'trace_header.csv').write_text('client,speed\nclient_00,1\n')
+    (tmp_path / 'trace_negative.csv').write_text(header + 'client_00,5,1e6,1e6,\nclient_01,-5,1e6,1e6,\n')
+    (tmp_path / 'trace_window.csv').write_text(header + 'client_00,5,1e6,1e6,3000-100\n')
+    config = compose_config([o.replace('{tmp}', str(tmp_path)) for o in overrides])
+    with pytest.raises(FedlabError) as refused:
+        checks.check_before_tensorflow(OmegaConf.to_container(config, resolve=True))
+    assert expected in str(refused.value) and '\n' not in str(refused.value)
 
 
 def test_a_trace_lacking_the_datas_clients_is_one_line_exit_2_nothing_written(tmp_path):

@@ -82,29 +82,15 @@ BAD_INPUT = [
      'algorithm=scaffold with aggregator=dp'),
     ('client state budget', ['algorithm=scaffold', 'client_state_budget_mb=0'], 'client_state_budget_mb must be'),
     ('trace missing', ['system=trace', 'system.path={tmp}/no_trace.csv'], 'no_trace.csv: no such file'),
-    ('trace header', ['system=trace', 'system.path={tmp}/trace_header.csv'], 'trace_header.csv:1: the header must be'),
-    ('trace negative speed', ['system=trace', 'system.path={tmp}/trace_negative.csv'],
-     "trace_negative.csv:3: compute_examples_per_s='-5' is not allowed"),
-    ('trace window', ['system=trace', 'system.path={tmp}/trace_window.csv'], "trace_window.csv:2: available window"),
     ('deadline zero', ['system=heterogeneous', 'system.deadline_s=0'], 'system.deadline_s=0 is not allowed'),
-    ('over-selection negative', ['system=heterogeneous', 'system.over_selection=-0.5'],
-     'system.over_selection=-0.5 is not allowed'),
-    ('dropout one', ['system=heterogeneous', 'system.dropout=1'], 'system.dropout=1 is not allowed'),
-    ('system key of another kind', ['system=heterogeneous', '+system.period_s=10'],
-     'system.period_s is not a key of system=heterogeneous'),
-    ('partial work without deadline', ['system=heterogeneous', 'system.partial_work=true'],
-     'system.partial_work=true needs system.deadline_s'),
     ('partial work with scaffold', ['system=heterogeneous', 'system.partial_work=true', 'system.deadline_s=1',
                                     'algorithm=scaffold'], 'system.partial_work=true with algorithm=scaffold'),
     ('fedbuff without a clock', ['algorithm=fedbuff'], 'algorithm=fedbuff needs system=heterogeneous or trace'),
     ('fedbuff with a deadline', ['algorithm=fedbuff', 'system=heterogeneous', 'system.deadline_s=3'],
      'system.deadline_s=3.0 does not fit algorithm=fedbuff'),
-    ('fedbuff concurrency zero', ['algorithm=fedbuff', 'system=heterogeneous', 'algorithm.concurrency=0'],
-     'algorithm.concurrency=0 is not allowed'),
-    ('fedbuff with compression', ['algorithm=fedbuff', 'system=heterogeneous', 'aggregator=compression'],
-     'aggregator=compression does not fit algorithm=fedbuff'),
     ('dp with over-selection', ['system=heterogeneous', 'system.over_selection=0.3', 'aggregator=dp',
-                                'weighting=uniform', 'sampling=poisson'], 'aggregator=dp with system.over_selection=0.3'),
+                                'weighting=uniform', 'sampling=poisson'],
+     'aggregator=dp with system.over_selection=0.3'),
 ]
 
 
@@ -113,10 +99,6 @@ def bad_inputs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('bad')
     _write_leaf(tmp / 'corrupt', '{"users": ["w0"], "num_samples": [1], "user_data": {')
     _write_leaf(tmp / 'empty_client', _leaf_json([0], [], []))
-    header = 'client_id,compute_examples_per_s,uplink_bits_per_s,downlink_bits_per_s,available\n'
-    (tmp / 'trace_header.csv').write_text('client,speed\nclient_00,1\n')
-    (tmp / 'trace_negative.csv').write_text(header + 'client_00,5,1e6,1e6,\nclient_01,-5,1e6,1e6,\n')
-    (tmp / 'trace_window.csv').write_text(header + 'client_00,5,1e6,1e6,3000-100\n')
     other = compose_config(['client_lr=0.5'])
     _fake_checkpoint(tmp / 'other_run', identity.run_identity(OmegaConf.to_container(other, resolve=True)))
     return tmp

@@ -255,8 +255,9 @@ class ExperimentPlan:
         packing = {'pack_clients': True} if efficiency.pack_clients else {}  # fedlab.fast_paths.client_packing
         process = federation.build_process(client_inputs=pipeline.client_inputs, batch_size=pipeline.batch_size,
                                            **packing)
-        if self.settings.print_type_signature:
-            print(process.initialize.type_signature.formatted_representation())
+        if self.settings.print_type_signature:  # (FedBuff: the computation that trains its starting clients)
+            computation = getattr(process, 'client_computation', process.initialize)
+            print(computation.type_signature.formatted_representation())
         communication = ledger.Ledger(ledger.measure(process))
         print(communication.describe())
         print(efficiency.describe())
