@@ -6,11 +6,11 @@ are unweighted, as TFF builds DP-FedAvg: every client's clipped update counts on
 """
 
 import logging
-import math
 
 import tensorflow_federated as tff
 
 from fedlab.privacy.checks import DP_WITH_COMPRESSION
+from fedlab.tff_internals import aggregation as tff_aggregation
 
 log = logging.getLogger(__name__)
 
@@ -41,19 +41,12 @@ def secure(*, zeroing: bool = True, clipping: bool = True) -> tff.aggregators.We
     (masking, key agreement, dropout recovery) is not run. See docs/privacy.md.
     """
     tff.backends.test.set_sync_test_cpp_execution_context()
-    logging.getLogger('tensorflow').addFilter(_unused_bound_assertion)
+    tff_aggregation.quiet_secure_sum_encoding()
     log.warning(
         'aggregator=secure: secure sums are simulated by TFF\'s test context (same clipping and integer encoding, '
         'plain sums instead of the cryptographic protocol); this process now runs in that context'
     )
     return tff.learning.secure_aggregator(zeroing=zeroing, clipping=clipping, weighted=True)
-
-
-def _unused_bound_assertion(record: logging.LogRecord) -> bool:
-    """Drops TensorFlow's report of the `lower_bound <= upper_bound` assertion that TFF's secure-sum encoding
-    builds and never runs (tensorflow_federated.python.aggregators.primitives; one multi-line ERROR per tensor)."""
-    message = record.getMessage()
-    return not ('Object was never used' in message and 'assert_less_equal' in message)
 
 
 def _refuse_compression(compression: bool) -> None:
@@ -93,13 +86,8 @@ def dp(
         learning_rate=float(clip_learning_rate),
         clipped_count_stddev=None if clipped_count_stddev is None else float(clipped_count_stddev),
     )
-    if zeroing:
-        # The constants of TFF's dp_aggregator (model_update_aggregator._default_zeroing, not exported): a norm
-        # somewhat above the largest updates seen so far, estimated without noise.
-        zeroing_norm = tff.aggregators.PrivateQuantileEstimationProcess.no_noise(
-            initial_estimate=10.0, target_quantile=0.98, learning_rate=math.log(10.0), multiplier=2.0, increment=1.0
-        )
-        factory = tff.aggregators.zeroing_factory(zeroing_norm, factory)
+    if zeroing:  # TFF's dp_aggregator's zeroing (not exported: fedlab.tff_internals.aggregation)
+        factory = tff_aggregation.with_default_zeroing(factory)
     return factory
 
 

@@ -46,9 +46,16 @@ def test_no_noise_and_a_huge_clip_is_the_unweighted_mean(factory):
         state = output.state
 
 
-def test_dp_with_tffs_clip_settings_and_zeroing_is_tffs_dp_aggregator():
+@pytest.mark.parametrize('gate', ['on', 'off'])
+def test_dp_with_tffs_clip_settings_and_zeroing_is_tffs_dp_aggregator(gate, monkeypatch):
+    # Gate on: TFF's own private zeroing; off (another TFF): fedlab's public-API copy of 0.87's (tff_internals).
     import tensorflow_federated as tff
 
+    from fedlab.tff_internals import version_gate
+
+    if gate == 'off':
+        monkeypatch.setattr(tff, '__version__', '0.88.0')
+        monkeypatch.setattr(version_gate, '_verdicts', {})
     value_type, values = _updates()
     ours = aggregators.dp(noise_multiplier=0.0, clients_per_round=3, zeroing=True).create(value_type)
     theirs = tff.learning.dp_aggregator(0.0, 3).create(value_type)
