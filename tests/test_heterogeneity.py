@@ -53,7 +53,8 @@ def test_each_clients_time_and_a_synchronous_round_match_a_plain_reference():
     assert first.client_seconds == pytest.approx(expected, rel=1e-12)
     assert first.seconds == max(expected)  # until its slowest client
     assert rounds.outcome(2).start_s == first.seconds
-    assert rounds.sim_time_after(3) == pytest.approx(3 * max(expected))
+    third = rounds.outcome(3)
+    assert third.start_s + third.seconds == pytest.approx(3 * max(expected))
 
 
 def test_a_deadline_drops_the_late_clients_and_the_round_lasts_until_it():

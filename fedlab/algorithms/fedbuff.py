@@ -122,25 +122,8 @@ def build_fed_buff(
     inputs = composition.fast_inputs(client_inputs, batch_size) or ClientInputs(batch_size=batch_size,
                                                                                    from_datasets=True)
     work = client_work.build_model_delta_client_work(model_fn, client_optimizer, inputs, weighting=weighting)
-
-    @tff.tensorflow.computation
-    def initial_model_weights_fn():
-        return tff.learning.models.ModelWeights.from_model(model_fn())
-
-    weights_type = initial_model_weights_fn.type_signature.result
-    distributor = tff.learning.templates.build_broadcast_process(weights_type)
-    finalizer = tff.learning.templates.build_apply_optimizer_finalizer(server_optimizer, weights_type)
-
-    @tff.federated_computation
-    def init_fn():
-        return tff.federated_zip(algorithm_state(
-            global_model_weights=tff.federated_eval(initial_model_weights_fn, tff.SERVER),
-            distributor=distributor.initialize(),
-            client_work=work.initialize(),
-            aggregator=tff.federated_value((), tff.SERVER),  # the buffer lives in FedBuffState
-            finalizer=finalizer.initialize(),
-        ))
-
+    # No update aggregator: the buffer, in FedBuffState, is FedBuff's.
+    weights_type, distributor, _, finalizer, init_fn = composition.server_parts(model_fn, work, None, server_optimizer)
     state_type = init_fn.type_signature.result
     data_type = work.next.type_signature.parameter[2]
 

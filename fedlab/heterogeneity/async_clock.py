@@ -153,10 +153,9 @@ class BufferedRounds:
             self._start(client_id, version)
 
     def _start(self, client_id: str, version: int) -> None:
-        device = self._devices.by_client[client_id]
-        download = self._down / device.downlink_bits_per_s
-        total = (download + self._examples[client_id] * self._epochs / device.compute_examples_per_s
-                 + self._up / device.uplink_bits_per_s)
+        work = self._devices.by_client[client_id].work_seconds(
+            examples=self._examples[client_id] * self._epochs, downlink_bits=self._down, uplink_bits=self._up)
+        download, total = work.download, work.total
         leaves = self._devices.offline_from(client_id, self._time) - self._time
         dropped = np.random.default_rng([self._dropout_stream, self._draws]).random() < self._dropout
         self._busy.add(client_id)

@@ -28,7 +28,7 @@ import threading
 import numpy as np
 
 from fedlab import seeds
-from fedlab.heterogeneity.devices import Devices
+from fedlab.heterogeneity.devices import Devices, WorkSeconds
 
 TRAINED, PARTIAL, DROPPED, LATE, OFFLINE = 'trained', 'partial', 'dropped', 'late', 'offline'
 STATUSES = (TRAINED, PARTIAL, LATE, DROPPED, OFFLINE)
@@ -136,10 +136,6 @@ class SimulatedRounds:
                 self._rounds.append(self._decide(len(self._rounds) + 1, start))
             return self._rounds[round_num - 1]
 
-    def sim_time_after(self, round_num: int) -> float:
-        outcome = self.outcome(round_num)
-        return outcome.start_s + outcome.seconds
-
     def _decide(self, round_num: int, start: float) -> RoundOutcome:
         pool = [c for c in self._training if self._devices.online_at(c, start)]
         if not pool:  # nobody online: the server waits for the first client to come online
@@ -151,13 +147,11 @@ class SimulatedRounds:
         deadline = math.inf if self._rules.deadline_s is None else self._rules.deadline_s
         status, seconds, finishing = [], [], []
         for client_id, dropped in zip(sampled, drops):
-            device = self._devices.by_client[client_id]
-            download = self._down / device.downlink_bits_per_s
-            total = (download + self._examples[client_id] * self._epochs / device.compute_examples_per_s
-                     + self._up / device.uplink_bits_per_s)
+            work = self._work_seconds(client_id)
+            total = work.total
             leaves = self._devices.offline_from(client_id, start) - start
             if dropped:
-                status.append(DROPPED), seconds.append(min(download, leaves, deadline))
+                status.append(DROPPED), seconds.append(min(work.download, leaves, deadline))
             elif leaves < total and leaves < deadline:
                 status.append(OFFLINE), seconds.append(leaves)
             else:
@@ -176,6 +170,10 @@ class SimulatedRounds:
             duration = max(ends, default=0.0)
         return RoundOutcome(start, duration, sampled, tuple(status), tuple(seconds), steps)
 
+    def _work_seconds(self, client_id: str) -> WorkSeconds:
+        return self._devices.by_client[client_id].work_seconds(
+            examples=self._examples[client_id] * self._epochs, downlink_bits=self._down, uplink_bits=self._up)
+
     def _partial_steps(self, sampled, status: list, seconds: list, finishing: list, *, room: int) -> tuple[int, ...]:
         """With partial work: the late clients that finished a batch by the deadline, in order of finishing time,
         up to `room`, become partial (status and seconds changed in place); each one's batches (0: not partial)."""
@@ -188,9 +186,10 @@ class SimulatedRounds:
                 break
             if status[i] != LATE:
                 continue
-            device = self._devices.by_client[client_id]
-            training_s = deadline - self._down / device.downlink_bits_per_s - self._up / device.uplink_bits_per_s
-            batches = int(max(training_s, 0.0) * device.compute_examples_per_s) // self._batch_size
+            work = self._work_seconds(client_id)
+            training_s = deadline - work.download - work.upload
+            speed = self._devices.by_client[client_id].compute_examples_per_s
+            batches = int(max(training_s, 0.0) * speed) // self._batch_size
             if batches >= 1:
                 status[i], seconds[i], steps[i], room = PARTIAL, deadline, batches, room - 1
         return tuple(steps)

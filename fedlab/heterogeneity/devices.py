@@ -9,6 +9,7 @@ import csv
 import dataclasses
 import math
 import pathlib
+from typing import NamedTuple
 
 import numpy as np
 
@@ -28,6 +29,23 @@ class Device:
     uplink_bits_per_s: float
     downlink_bits_per_s: float
     available: tuple[tuple[float, float], ...] = ALWAYS
+
+    def work_seconds(self, *, examples: int, downlink_bits: int, uplink_bits: int) -> 'WorkSeconds':
+        """How long this device takes to download `downlink_bits`, train on `examples` (x epochs) and upload."""
+        return WorkSeconds(downlink_bits / self.downlink_bits_per_s, examples / self.compute_examples_per_s,
+                           uplink_bits / self.uplink_bits_per_s)
+
+
+class WorkSeconds(NamedTuple):
+    """A client's round on its device: seconds to download the model, to train, and to upload its update."""
+
+    download: float
+    training: float
+    upload: float
+
+    @property
+    def total(self) -> float:
+        return self.download + self.training + self.upload
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +118,7 @@ def read_trace(path: pathlib.Path, *, period_s: float) -> Devices:
     or space-separated `start-end` windows in seconds of [0, period_s]. Refuses a malformed file in one line naming
     the file, line and what is allowed."""
     if not path.is_file():
-        raise FedlabError(f'system.trace={path}: no such file')
+        raise FedlabError(f'system.path={path}: no such file')
     with open(path, newline='') as f:
         rows = list(csv.reader(f))
     if not rows or tuple(c.strip() for c in rows[0]) != TRACE_COLUMNS:
@@ -148,7 +166,7 @@ def _windows(path, line: int, cell: str, period_s: float) -> tuple[tuple[float, 
 
 
 def write_trace(path: pathlib.Path, devices: Devices) -> None:
-    """Writes `devices` as a device-trace CSV (always available: `available` empty)."""
+    """Writes `devices` as a device-trace CSV (`available` empty for a client always online)."""
     with open(path, 'w', newline='') as f:
         writer = csv.writer(f)
         writer.writerow(TRACE_COLUMNS)

@@ -54,6 +54,5 @@ def main(argv: list[str]) -> None:
     print(f'wrote {out_dir}/digits_10x.csv, leaf_sample_10x.csv and leaf_sample_digits_10x.csv')
 
 
-
 if __name__ == '__main__':
     main(sys.argv[1:])

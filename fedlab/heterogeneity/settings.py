@@ -8,6 +8,7 @@ import pathlib
 
 from fedlab.errors import FedlabError
 from fedlab.heterogeneity import devices as device_profiles
+from fedlab.heterogeneity.async_clock import BufferedRounds
 from fedlab.heterogeneity.clock import PoolDraw, SimulatedRounds, SystemRules
 
 IDEAL, HETEROGENEOUS, TRACE = 'ideal', 'heterogeneous', 'trace'
@@ -24,28 +25,25 @@ SHIPPED_TRACES = pathlib.Path(str(importlib.resources.files('fedlab.conf'))) / '
 @dataclasses.dataclass(frozen=True)
 class SystemSettings:
     """A simulated system: its kind, the round's rules, and where the devices come from (the distributions of
-    `heterogeneous` or the trace file and its period)."""
+    `heterogeneous`, or the trace file and the devices read from it)."""
 
     kind: str
     rules: SystemRules
     distributions: dict | None = None
     trace: pathlib.Path | None = None
-    period_s: float = math.inf
+    traced: device_profiles.Devices | None = None
 
     def devices(self, client_ids, *, seed: int) -> device_profiles.Devices:
         """Every client's device; a trace whose clients are not `client_ids` is refused, naming which."""
         if self.kind == HETEROGENEOUS:
             return device_profiles.draw(client_ids, self.distributions, seed=seed)
-        devices = device_profiles.read_trace(self.trace, period_s=self.period_s)
-        devices.check_clients(client_ids, f'system.path={self.trace}')
-        return devices
+        self.traced.check_clients(client_ids, f'system.path={self.trace}')
+        return self.traced
 
     @property
     def has_availability(self) -> bool:
-        """Whether some client is offline part of the time (read from the trace; never for heterogeneous)."""
-        if self.kind != TRACE:
-            return False
-        return not device_profiles.read_trace(self.trace, period_s=self.period_s).always_available
+        """Whether some client is offline part of the time (from the trace; never for heterogeneous)."""
+        return self.traced is not None and not self.traced.always_available
 
 
 def settings(system: dict | None, *, start_dir: str | None = None) -> SystemSettings | None:
@@ -67,8 +65,8 @@ def settings(system: dict | None, *, start_dir: str | None = None) -> SystemSett
     if not (isinstance(period, (int, float)) and math.isfinite(period) and period > 0):
         raise FedlabError(f'system.period_s={period} is not allowed: the seconds after which availability repeats, > 0')
     path = trace_path(system.get('path'), start_dir)
-    device_profiles.read_trace(path, period_s=float(period))  # its format, before TensorFlow loads
-    return SystemSettings(kind, rules, trace=path, period_s=float(period))
+    traced = device_profiles.read_trace(path, period_s=float(period))  # its format, before TensorFlow loads
+    return SystemSettings(kind, rules, trace=path, traced=traced)
 
 
 def trace_path(value, start_dir: str | None) -> pathlib.Path:
@@ -125,10 +123,8 @@ class System:
     seed: int
 
     def buffered_rounds(self, *, concurrency: int, buffer_size: int, downlink_bits: int, uplink_bits: int,
-                        examples: dict[str, int]):
+                        examples: dict[str, int]) -> BufferedRounds:
         """FedBuff's server updates on the simulated clock (fedlab.heterogeneity.async_clock)."""
-        from fedlab.heterogeneity.async_clock import BufferedRounds
-
         return BufferedRounds(
             self.devices, self.settings.rules.dropout, PoolDraw(self.make_sampler), self.training_clients,
             concurrency=concurrency, buffer_size=buffer_size, downlink_bits=downlink_bits, uplink_bits=uplink_bits,

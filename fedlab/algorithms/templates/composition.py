@@ -17,16 +17,26 @@ from fedlab.fast_paths.tensor_inputs import ClientInputs
 from fedlab.models import ModelFn
 
 
-def compose(
+class ServerParts(NamedTuple):
+    """What a composed process builds around its client work: the model weights' type, TFF's broadcast
+    distributor, the update aggregator (None: the algorithm aggregates in its own way, e.g. FedBuff's buffer),
+    TFF's apply-optimizer finalizer, and `initialize` (the initial `LearningAlgorithmState` at the server)."""
+
+    weights_type: tff.Type
+    distributor: tff.templates.MeasuredProcess
+    aggregator: tff.templates.AggregationProcess | None
+    finalizer: tff.templates.MeasuredProcess
+    initialize: tff.Computation
+
+
+def server_parts(
     model_fn: ModelFn,
     client_work: TensorClientWork,
-    model_aggregator: tff.aggregators.WeightedAggregationFactory,
+    model_aggregator: tff.aggregators.WeightedAggregationFactory | None,
     server_optimizer: tff.learning.optimizers.Optimizer,
-) -> tff.learning.templates.LearningProcess:
-    """Broadcast the model, run `client_work`, aggregate the updates with `model_aggregator`, and apply the
-    aggregate with `server_optimizer` (TFF's apply-optimizer finalizer): the structure, state, metrics and
-    hyper-parameters of TFF's own processes, so fedlab reads both the same way. A packed `client_work` (with a
-    `group_update`) gets the same round in fewer federated steps (fedlab.algorithms.templates.packed_round)."""
+) -> ServerParts:
+    """The distributor, aggregator (of `model_aggregator`; None: none, and an empty aggregator state), finalizer
+    and initial state of a process built around `client_work`."""
 
     @tff.tensorflow.computation
     def initial_model_weights_fn():
@@ -34,7 +44,9 @@ def compose(
 
     weights_type = initial_model_weights_fn.type_signature.result
     distributor = tff.learning.templates.build_broadcast_process(weights_type)
-    aggregator = model_aggregator.create(weights_type.trainable, tff.TensorType(np.float32))
+    aggregator = None
+    if model_aggregator is not None:
+        aggregator = model_aggregator.create(weights_type.trainable, tff.TensorType(np.float32))
     finalizer = tff.learning.templates.build_apply_optimizer_finalizer(server_optimizer, weights_type)
 
     @tff.federated_computation
@@ -45,11 +57,26 @@ def compose(
                 global_model_weights=weights,
                 distributor=distributor.initialize(),
                 client_work=client_work.initialize(),
-                aggregator=aggregator.initialize(),
+                aggregator=aggregator.initialize() if aggregator else tff.federated_value((), tff.SERVER),
                 finalizer=finalizer.initialize(),
             )
         )
 
+    return ServerParts(weights_type, distributor, aggregator, finalizer, init_fn)
+
+
+def compose(
+    model_fn: ModelFn,
+    client_work: TensorClientWork,
+    model_aggregator: tff.aggregators.WeightedAggregationFactory,
+    server_optimizer: tff.learning.optimizers.Optimizer,
+) -> tff.learning.templates.LearningProcess:
+    """Broadcast the model, run `client_work`, aggregate the updates with `model_aggregator`, and apply the
+    aggregate with `server_optimizer` (TFF's apply-optimizer finalizer): the structure, state, metrics and
+    hyper-parameters of TFF's own processes, so fedlab reads both the same way. A packed `client_work` (with a
+    `group_update`) gets the same round in fewer federated steps (fedlab.algorithms.templates.packed_round)."""
+    _, distributor, aggregator, finalizer, init_fn = server_parts(model_fn, client_work, model_aggregator,
+                                                                  server_optimizer)
     client_data_type = client_work.next.type_signature.parameter[2]
     stateful = client_work.client_state is not None
 
