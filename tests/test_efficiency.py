@@ -308,6 +308,7 @@ def test_the_worker_is_started_with_the_intra_op_threads(threads, expected, monk
         worker_processes.set_intra_op_threads(None)
 
 
+@pytest.mark.slow  # two runs of 6 rounds; blocks stay byte-identical in the default suite
 def test_interrupt_inside_a_block_stops_after_it_and_resumes_to_the_same_tables(tmp_path, monkeypatch, capsys):
     overrides = [*BASE, 'rounds=6', 'checkpoint_every=0', 'sampling=uniform', *BOTH]
     cli.train(compose_config(overrides), tmp_path / 'uninterrupted')
@@ -335,6 +336,7 @@ def test_interrupt_inside_a_block_stops_after_it_and_resumes_to_the_same_tables(
         assert (tmp_path / 'run' / table).read_text() == (tmp_path / 'uninterrupted' / table).read_text()
 
 
+@pytest.mark.slow  # two runs; make test stays under 10 minutes
 def test_divergence_in_a_block_stops_at_the_same_round_as_without_blocks(tmp_path):
     overrides = [*BASE, 'rounds=4', 'client_lr=1e30', 'server_lr=1e30', 'checkpoint_every=2']
     messages = []

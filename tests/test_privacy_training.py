@@ -151,6 +151,7 @@ def test_a_round_without_clients_keeps_the_mean_model_and_is_not_divergence(tmp_
     assert rows[0]['eval_loss'] == rows[1]['eval_loss']  # TFF skips the mean's 0/0 update: the model is kept
 
 
+@pytest.mark.slow  # two CLI runs; the accountant is checked in-process in the default suite
 def test_dp_run_accounts_every_round_and_resumes_to_the_same_epsilon(tmp_path, monkeypatch):
     """Adaptive DP with Poisson sampling, a round without clients among them; then the same run interrupted in
     round 3 and resumed: the same clients and epsilon, but not the same noise (TFF's is not seeded)."""

@@ -226,6 +226,7 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_metrics(tmp_path):
         assert (killed / table).read_bytes() == (full / table).read_bytes(), table
 
 
+@pytest.mark.slow  # a full CLI run; SIGINT is checked in the default suite (test_cli)
 def test_sigterm_exits_143_with_complete_files(tmp_path):
     token = uuid.uuid4().hex
     proc = _start(['rounds=500', 'eval_every=0', 'checkpoint_every=0'], tmp_path / 'run', token)
