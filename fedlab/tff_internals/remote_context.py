@@ -16,7 +16,6 @@ their chunks at the same time (TFF's remote executor makes blocking gRPC calls i
 
 import asyncio
 import contextlib
-import socket
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -25,6 +24,7 @@ import grpc
 import tensorflow_federated as tff
 
 from fedlab.errors import WorkerLost
+from fedlab.remote import reachability
 from fedlab.tff_internals import version_gate
 
 if not version_gate.supported():
@@ -42,9 +42,6 @@ _GRPC_OPTIONS = [
 ]
 # The worker is gone (refused, reset, no route); DEADLINE_EXCEEDED only arises when connecting, where we set one.
 _LOST_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
-_PROBE_METHOD = '/fedlab.Probe/Ping'  # no worker serves it: any answer (UNIMPLEMENTED) proves the channel works
-_PROBE_TIMEOUT = 5.0  # seconds one TCP probe of a worker waits
-_PROBE_PAUSE = 0.5  # seconds between probes of a worker that does not answer yet
 
 
 def _rpc_code(error: grpc.RpcError) -> grpc.StatusCode | None:
@@ -79,51 +76,7 @@ class _WorkerStub(tff.framework.RemoteExecutorGrpcStub):
             return False
 
     def wait_until_reachable(self, timeout: float) -> None:
-        """Returns once the worker answers gRPC calls. A worker that refuses the connection, or this client's
-        TLS, raises WorkerLost at once; one that does not answer (yet) is waited for up to `timeout` seconds."""
-        deadline = time.monotonic() + timeout
-        while (remaining := deadline - time.monotonic()) > 0:
-            if self._tcp_connects(min(remaining, _PROBE_TIMEOUT)) and self._answers_a_call(remaining):
-                return
-            time.sleep(min(_PROBE_PAUSE, max(0.0, deadline - time.monotonic())))
-        raise WorkerLost(
-            f'TFF worker {self.address} cannot be reached (no answer in {timeout:g} s): is `fedlab-worker '
-            f'--port {self._port}` running there, and its port reachable from here?'
-        )
-
-    def _tcp_connects(self, timeout: float) -> bool:
-        """True if the worker's port accepts a TCP connection; raises WorkerLost if it is refused (nothing
-        listens there: waiting would not help), False if there is no answer yet."""
-        host = self.address.rpartition(':')[0].strip('[]')
-        try:
-            with socket.create_connection((host, int(self._port)), timeout=timeout):
-                return True
-        except ConnectionRefusedError:
-            raise WorkerLost(
-                f'TFF worker {self.address} refused the connection: nothing listens on that port; start '
-                f'`fedlab-worker --port {self._port}` there (on the address this client reaches) and run again'
-            ) from None
-        except OSError:  # no answer, no route (yet): the machine may be starting
-            return False
-
-    def _answers_a_call(self, timeout: float) -> bool:
-        """Calls a method no service has: UNIMPLEMENTED is an answer. The port accepted TCP, so a connection
-        that fails now failed on TLS (no or a wrong client certificate, a worker certificate this client's CA
-        did not sign, TLS against plain gRPC): WorkerLost at once. False if the call had no answer in time."""
-        try:
-            self._channel.unary_unary(_PROBE_METHOD)(b'', timeout=timeout)
-        except grpc.RpcError as error:
-            code = _rpc_code(error)
-            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-                return False
-            if code == grpc.StatusCode.UNAVAILABLE:
-                reason = (error.details() or '').rpartition(': ')[2]
-                raise WorkerLost(
-                    f'TFF worker {self.address} refused this client\'s connection ({reason}): the worker needs '
-                    'runtime.tls.cert/key signed by its --client-ca, and runtime.tls.ca must have signed its '
-                    '--tls-cert (plain gRPC only to a worker without TLS); see docs/remote-security.md'
-                ) from None
-        return True
+        reachability.wait_until_reachable(self._channel, self.address, timeout)
 
     @contextlib.contextmanager
     def _naming_the_worker(self) -> Iterator[None]:
