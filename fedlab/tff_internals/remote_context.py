@@ -9,9 +9,11 @@ executor blocks, retries and disposes, the cardinalities its stack expects) is h
 against no other: on any other TFF than fedlab.tff_internals.version_gate's, importing this module raises
 ImportError, and fedlab.runtime refuses runtime=remote in one line before it gets here.
 
-What it adds to TFF's pieces: a worker that dies or cannot be reached raises `fedlab.errors.WorkerLost` naming it,
-instead of TFF retrying forever; and each worker's calls run in a thread of their own, so that the workers compute
-their chunks at the same time (TFF's remote executor makes blocking gRPC calls inside its coroutines).
+What it adds to TFF's pieces: TLS channels when runtime.tls is set (fedlab-worker's mutual TLS); a worker that
+dies, cannot be reached or refuses this client raises `fedlab.errors.WorkerLost` naming it, instead of TFF retrying
+forever (fedlab.remote.reachability tells a refusal, reported at once, from a worker not answering yet); and
+each worker's calls run in a thread of their own, so that the workers compute their chunks at the same time
+(TFF's remote executor makes blocking gRPC calls inside its coroutines).
 """
 
 import asyncio
