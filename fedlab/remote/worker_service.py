@@ -13,6 +13,7 @@ with this command however it ends (parent-death signals), so nothing is orphaned
 """
 
 import argparse
+import importlib.util
 import ipaddress
 import os
 import pathlib
@@ -41,8 +42,6 @@ class _Refused(Exception):
 
 def binary_path() -> pathlib.Path:
     """TFF's worker_binary, found without importing TFF (which would import TensorFlow)."""
-    import importlib.util
-
     spec = importlib.util.find_spec('tensorflow_federated')
     if spec is None or not spec.submodule_search_locations:
         raise SystemExit('fedlab-worker: error: tensorflow_federated is not installed in this environment')
