@@ -45,7 +45,7 @@ def loopback_up() -> None:
         fcntl.ioctl(s, _SIOCSIFFLAGS, struct.pack('16sH14x', b'lo', flags | _IFF_UP))
 
 
-def _accepts_connections(port: int) -> bool:
+def accepts_connections(port: int) -> bool:
     try:
         with socket.create_connection(('127.0.0.1', port), timeout=1):
             return True
@@ -90,7 +90,7 @@ def main(argv: list[str]) -> None:
     signal.signal(signal.SIGTERM, lambda *_: binary.send_signal(signal.SIGINT))  # how TFF stops its own worker
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # fedlab-worker decides when to stop (a terminal's Ctrl-C too)
     deadline = time.monotonic() + _READY_TIMEOUT
-    while not _accepts_connections(PORT):
+    while not accepts_connections(PORT):
         if binary.poll() is not None or time.monotonic() > deadline:
             sys.exit(f'TFF worker_binary did not start (status {binary.poll()})')
         time.sleep(0.1)

@@ -33,7 +33,7 @@ from fedlab.system import malloc_arenas
 
 _READY_TIMEOUT = 60.0  # seconds the binary has to accept connections
 _STOP_TIMEOUT = 5.0  # seconds it has to stop after SIGTERM before it is killed
-_SANDBOX = ['unshare', '--user', '--map-root-user', '--net']  # a user and network namespace, no privilege needed
+SANDBOX = ['unshare', '--user', '--map-root-user', '--net']  # a user and network namespace, no privilege needed
 
 
 class _Refused(Exception):
@@ -143,11 +143,11 @@ def check(args: argparse.Namespace) -> grpc.ServerCredentials | None:
 
 def _start_private_binary(socket_path: str, max_calls: int) -> subprocess.Popen:
     """TFF's binary in a network namespace of its own, relayed to `socket_path` (fedlab.remote.private_network)."""
-    if shutil.which(_SANDBOX[0]) is None:
+    if shutil.which(SANDBOX[0]) is None:
         raise SystemExit('fedlab-worker: error: the `unshare` command (util-linux) is needed to keep TFF\'s '
                          'worker_binary off the network')
     return subprocess.Popen(
-        [*_SANDBOX, sys.executable, '-m', 'fedlab.remote.private_network', socket_path, str(binary_path()),
+        [*SANDBOX, sys.executable, '-m', 'fedlab.remote.private_network', socket_path, str(binary_path()),
          f'--max_concurrent_computation_calls={max_calls}'],
         preexec_fn=private_network.die_with_parent,
     )
@@ -159,7 +159,7 @@ def _wait_until_ready(sandbox: subprocess.Popen, upstream: grpc.Channel, socket_
         if sandbox.poll() is not None or time.monotonic() > deadline:
             raise SystemExit(
                 f'fedlab-worker: error: TFF worker_binary did not start in a private network namespace (status '
-                f'{sandbox.poll()}): `{" ".join(_SANDBOX)}` needs unprivileged user namespaces (see above)'
+                f'{sandbox.poll()}): `{" ".join(SANDBOX)}` needs unprivileged user namespaces (see above)'
             )
         time.sleep(0.1)
     grpc.channel_ready_future(upstream).result(timeout=max(1.0, deadline - time.monotonic()))
