@@ -134,7 +134,7 @@ wheel-check: install  ## Build the wheel and run `fedlab --help` from it in a th
 		zipfile.ZipFile(glob.glob('dist/*.whl')[0]).namelist(), 'the example device traces are not in the wheel'"
 	@echo "wheel OK: configs ship inside the package"
 
-bench: install  ## Print performance figures beside their goals (~15 min; BENCH_QUICK=1 ~5 min); ARGS=scale: full-size federations (~45 min, ~5 GB of temp disk; BENCH_QUICK=1 ~15 min)
+bench: install  ## Print performance figures beside their goals (~15 min; BENCH_QUICK=1 ~5 min); ARGS=scale: full-size federations (~45 min, ~5 GB of temp disk; BENCH_QUICK=1 ~15 min); ARGS=remote_tls: runtime=remote direct vs proxy vs mutual TLS, ms per round (~5 min)
 	$(VENV)/bin/python -m bench $(ARGS)
 
 bench-accuracy: install  ## Time to accuracy of fedavg_cnn on the LEAF writers vs centralized (long)

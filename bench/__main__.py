@@ -11,7 +11,7 @@ from bench import common
 
 FIGURES = ['efficiency', 'startup', 'memory', 'sweep', 'compression']  # `accuracy` has its own target
 # Run only by name, as they take long: `make bench ARGS=scale` (full-size federations, ~45 min; BENCH_QUICK=1 ~15).
-BY_NAME = ['accuracy', 'scale', 'per_client']
+BY_NAME = ['accuracy', 'scale', 'per_client', 'remote_tls']  # remote_tls: fedlab-worker's proxy and mTLS cost (~5 min)
 
 
 def main(argv: list[str]) -> int:

@@ -7,8 +7,10 @@ TensorFlow until `activate`, so that bad settings are refused in a second.
 
 import contextlib
 import dataclasses
+import os
 import re
-from collections.abc import Iterator, Sequence
+import ssl
+from collections.abc import Iterator, Mapping, Sequence
 
 from fedlab.errors import FedlabError
 
@@ -44,9 +46,15 @@ class RemoteRuntime:
     shared_filesystem: bool = False
     connect_timeout: float = 30.0
     reconnect_timeout: float = 10.0
+    tls: Mapping[str, str | None] | None = None  # ca, cert, key: PEM files (all null: plain gRPC)
 
     def __post_init__(self):
         object.__setattr__(self, 'workers', tuple(str(w) for w in (self.workers or ())))
+        object.__setattr__(self, 'tls', {key: (self.tls or {}).get(key) for key in TLS_KEYS})
+
+    @property
+    def uses_tls(self) -> bool:
+        return any(self.tls.values())
 
     def check(self, *, client_inputs: str) -> None:
         """Refuses what cannot work, before TensorFlow loads: FedlabError naming the key."""
@@ -64,6 +72,7 @@ class RemoteRuntime:
         for key in ('connect_timeout', 'reconnect_timeout'):
             if not getattr(self, key) > 0:
                 raise FedlabError(f'runtime.{key}={getattr(self, key)} is not allowed: it must be a number > 0')
+        check_tls_files(self.tls)
         if client_inputs == 'shards' and not self.shared_filesystem:
             raise FedlabError(
                 'client_inputs=shards is not allowed on runtime=remote unless the workers read the shard files at'
@@ -90,8 +99,50 @@ class RemoteRuntime:
             f'runtime=remote: {len(self.workers)} TFF worker(s) {", ".join(self.workers)}; each round\'s clients are'
             f' split into {len(self.workers)} contiguous chunks; client data reach them as {client_inputs}'
             + ('' if client_inputs == 'shards' else ' (shards need runtime.shared_filesystem=true)')
+            + ('; over TLS' if self.uses_tls else '')
         )
         with remote_context.remote_execution(
-            self.workers, connect_timeout=self.connect_timeout, reconnect_timeout=self.reconnect_timeout
+            self.workers, connect_timeout=self.connect_timeout, reconnect_timeout=self.reconnect_timeout,
+            credentials=channel_credentials(self.tls) if self.uses_tls else None,
         ):
             yield
+
+
+TLS_KEYS = ('ca', 'cert', 'key')
+
+
+def _pem_path(value: str) -> str:
+    return os.path.expanduser(str(value))
+
+
+def check_tls_files(tls: Mapping[str, str | None]) -> None:
+    """runtime.tls: cert and key together; each file readable PEM, the key the certificate's (FedlabError)."""
+    if bool(tls['cert']) != bool(tls['key']):
+        raise FedlabError('runtime.tls.cert and runtime.tls.key go together (this client\'s certificate and its '
+                          'private key, PEM): give both, or neither')
+    for key in TLS_KEYS:
+        if tls[key] and not os.access(_pem_path(tls[key]), os.R_OK):
+            raise FedlabError(f'runtime.tls.{key}={tls[key]}: no such file, or it cannot be read')
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # checks the files as gRPC will read them, without gRPC
+    try:
+        if tls['ca']:
+            context.load_verify_locations(cafile=_pem_path(tls['ca']))
+    except ssl.SSLError as error:
+        raise FedlabError(f'runtime.tls.ca={tls["ca"]} is not a PEM CA certificate ({error.reason or error})') from None
+    try:
+        if tls['cert']:
+            context.load_cert_chain(_pem_path(tls['cert']), _pem_path(tls['key']))
+    except ssl.SSLError as error:
+        raise FedlabError(f'runtime.tls.cert={tls["cert"]} and runtime.tls.key={tls["key"]} are not a PEM certificate'
+                          f' and its private key ({error.reason or error})') from None
+
+
+def channel_credentials(tls: Mapping[str, str | None]):
+    """grpc's TLS credentials from runtime.tls: trust `ca` (the system's CAs if null); present `cert` if given."""
+    import grpc
+
+    def read(key):
+        return open(_pem_path(tls[key]), 'rb').read() if tls[key] else None
+
+    return grpc.ssl_channel_credentials(root_certificates=read('ca'), private_key=read('key'),
+                                        certificate_chain=read('cert'))

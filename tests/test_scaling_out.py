@@ -4,6 +4,7 @@
 import importlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 
@@ -145,13 +146,11 @@ def test_bad_remote_settings_are_one_line_and_exit_2_before_tensorflow(tmp_path)
 
 
 def test_fedlab_worker_stops_on_sigterm_and_ctrl_c_and_never_orphans_its_binary():
+    # SIGKILL: test_remote_tls.test_the_worker_listens_on_loopback_only_and_its_binary_is_off_the_network_...
     for signum in (signal.SIGTERM, signal.SIGINT):
         service = WorkerService()
         assert service.stop(signum) == 0
         assert not os.path.exists(f'/proc/{service.binary_pid}')
-    service = WorkerService()
-    service.kill()  # SIGKILL: no handler runs; the kernel kills the binary (parent-death signal)
-    assert not os.path.exists(f'/proc/{service.binary_pid}')
 
 
 def test_fedlab_worker_refuses_a_port_in_use():
@@ -159,8 +158,8 @@ def test_fedlab_worker_refuses_a_port_in_use():
         proc = subprocess.run([str(FEDLAB_WORKER), '--port', str(service.port)],
                               capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2
-    expected = f'fedlab-worker: error: --port={service.port} is in use on this machine; choose another'
-    assert proc.stderr.strip() == expected
+    expected = f'fedlab-worker: error: --port={service.port} is in use on 127.0.0.1'
+    assert proc.stderr.startswith(expected) and len(proc.stderr.strip().splitlines()) == 1
 
 
 @pytest.fixture(scope='module')
@@ -197,10 +196,22 @@ def test_a_lost_worker_is_named_and_an_unreachable_one_too(sum_of_squares):
             second.kill()
             with pytest.raises(WorkerLost, match=f'TFF worker {second.address} is lost: no answer for 1 s'):
                 sum_of_squares([1.0, 2.0])
-        with pytest.raises(WorkerLost, match=f'TFF worker {second.address} cannot be reached'):
-            with remote_context.remote_execution([first.address, second.address], connect_timeout=1):
+        # Nothing listens there any more: refused at once, not after connect_timeout (which would say 'cannot be
+        # reached (no answer in 30 s)').
+        with pytest.raises(WorkerLost, match=f'TFF worker {second.address} refused the connection: nothing listens'):
+            with remote_context.remote_execution([first.address, second.address], connect_timeout=30):
                 pass
     assert WorkerLost.exit_code == 4
+
+
+def test_a_worker_that_does_not_answer_yet_is_waited_for_until_connect_timeout():
+    from fedlab.tff_internals import remote_context
+
+    with socket.create_server(('127.0.0.1', 0)) as silent:  # accepts TCP (the kernel's backlog), never answers
+        address = f'127.0.0.1:{silent.getsockname()[1]}'
+        with pytest.raises(WorkerLost, match=f'TFF worker {address} cannot be reached \\(no answer in 1 s\\)'):
+            with remote_context.remote_execution([address], connect_timeout=1):
+                pass
 
 
 def test_remote_context_refuses_another_tff_version(monkeypatch):

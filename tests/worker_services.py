@@ -13,18 +13,18 @@ FEDLAB_WORKER = pathlib.Path(sys.executable).with_name('fedlab-worker')
 
 
 class WorkerService:
-    def __init__(self, port: int | None = None, env: dict | None = None):
+    def __init__(self, port: int | None = None, env: dict | None = None, args: tuple[str, ...] = ()):
         self.port = port or portpicker.pick_unused_port()
         self.address = f'localhost:{self.port}'
         self.process = subprocess.Popen(
-            [str(FEDLAB_WORKER), '--port', str(self.port)],
+            [str(FEDLAB_WORKER), '--port', str(self.port), *args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
         )
         self.first_line = self.process.stdout.readline()  # printed once the port accepts connections
-        if 'TFF worker service on port' not in self.first_line:
+        if 'TFF worker service on ' not in self.first_line:
             self.stop()
             raise RuntimeError(f'fedlab-worker did not start: {self.first_line}')
-        self.binary_pid = int(self.first_line.split('(pid ')[1].split(')')[0])
+        self.binary_pid = int(self.first_line.split('worker_binary pid ')[1].split(',')[0])
 
     def stop(self, signum=signal.SIGTERM, timeout: float = 20) -> int:
         if self.process.poll() is None:
@@ -48,11 +48,11 @@ class WorkerService:
 
 
 @contextlib.contextmanager
-def worker_services(count: int, env: dict | None = None):
+def worker_services(count: int, env: dict | None = None, args: tuple[str, ...] = ()):
     services = []
     try:
         for _ in range(count):
-            services.append(WorkerService(env=env))
+            services.append(WorkerService(env=env, args=args))
         yield services
     finally:
         for service in services:

@@ -9,9 +9,11 @@ executor blocks, retries and disposes, the cardinalities its stack expects) is h
 against no other: on any other TFF than fedlab.tff_internals.version_gate's, importing this module raises
 ImportError, and fedlab.runtime refuses runtime=remote in one line before it gets here.
 
-What it adds to TFF's pieces: a worker that dies or cannot be reached raises `fedlab.errors.WorkerLost` naming it,
-instead of TFF retrying forever; and each worker's calls run in a thread of their own, so that the workers compute
-their chunks at the same time (TFF's remote executor makes blocking gRPC calls inside its coroutines).
+What it adds to TFF's pieces: TLS channels when runtime.tls is set (fedlab-worker's mutual TLS); a worker that
+dies, cannot be reached or refuses this client raises `fedlab.errors.WorkerLost` naming it, instead of TFF retrying
+forever (fedlab.remote.reachability tells a refusal, reported at once, from a worker not answering yet); and
+each worker's calls run in a thread of their own, so that the workers compute their chunks at the same time
+(TFF's remote executor makes blocking gRPC calls inside its coroutines).
 """
 
 import asyncio
@@ -24,6 +26,7 @@ import grpc
 import tensorflow_federated as tff
 
 from fedlab.errors import WorkerLost
+from fedlab.remote import reachability
 from fedlab.tff_internals import version_gate
 
 if not version_gate.supported():
@@ -55,11 +58,12 @@ class _WorkerStub(tff.framework.RemoteExecutorGrpcStub):
     if not, the call raises WorkerLost. Disposing of values on a lost worker is a no-op: they died with it.
     """
 
-    def __init__(self, address: str, *, reconnect_timeout: float):
+    def __init__(self, address: str, *, reconnect_timeout: float, credentials: grpc.ChannelCredentials | None):
         self.address = address
         self._reconnect_timeout = reconnect_timeout
         self._unavailable_since: float | None = None  # the first failed call since the last that succeeded
-        self._channel = grpc.insecure_channel(address, _GRPC_OPTIONS)
+        self._channel = (grpc.secure_channel(address, credentials, _GRPC_OPTIONS) if credentials is not None
+                         else grpc.insecure_channel(address, _GRPC_OPTIONS))
         super().__init__(self._channel)
 
     @property
@@ -74,11 +78,7 @@ class _WorkerStub(tff.framework.RemoteExecutorGrpcStub):
             return False
 
     def wait_until_reachable(self, timeout: float) -> None:
-        if not self.answers_within(timeout):
-            raise WorkerLost(
-                f'TFF worker {self.address} cannot be reached (no answer in {timeout:g} s): is `fedlab-worker '
-                f'--port {self._port}` running there, and its port reachable from here?'
-            )
+        reachability.wait_until_reachable(self._channel, self.address, timeout)
 
     @contextlib.contextmanager
     def _naming_the_worker(self) -> Iterator[None]:
@@ -178,15 +178,19 @@ class _OwnThreadContext(tff.framework.AsyncContext):
 
 @contextlib.contextmanager
 def remote_execution(
-    workers: Sequence[str], *, connect_timeout: float = 30.0, reconnect_timeout: float = 10.0
+    workers: Sequence[str], *, connect_timeout: float = 30.0, reconnect_timeout: float = 10.0,
+    credentials: grpc.ChannelCredentials | None = None,
 ) -> Iterator[tff.framework.SyncContext]:
-    """Within the block, TFF computations called from this thread run on `workers` ('host:port' each).
+    """Within the block, TFF computations called from this thread run on `workers` ('host:port' each), over TLS
+    with `credentials` (grpc.ssl_channel_credentials), else plain gRPC.
 
-    Every worker must answer within `connect_timeout` seconds first, or WorkerLost names the first that does not.
-    Each call's clients are split into len(workers) contiguous chunks, in the order given; chunks are computed in
-    parallel and their aggregates merged, so results equal the local context's up to summation order.
+    Every worker must answer within `connect_timeout` seconds first, or WorkerLost names the first that does not
+    (at once for one that refuses the connection or this client's TLS). Each call's clients are split into
+    len(workers) contiguous chunks, in the order given; chunks are computed in parallel and their aggregates
+    merged, so results equal the local context's up to summation order.
     """
-    stubs = [_WorkerStub(address, reconnect_timeout=reconnect_timeout) for address in workers]
+    stubs = [_WorkerStub(address, reconnect_timeout=reconnect_timeout, credentials=credentials)
+             for address in workers]
     contexts = []
     try:
         for stub in stubs:
