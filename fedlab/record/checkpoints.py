@@ -67,20 +67,29 @@ class CheckpointStore:
         damaged = []
         for round_num in reversed(self.rounds()):
             problem = self.problem(round_num)
+            if problem is None or not (self.path(round_num) / MANIFEST_FILE).exists():
+                self._refuse_another_config(round_num, config)  # another run's directory: say that, not damage
             if problem:
                 damaged.append((round_num, problem))
                 continue
-            differences = config_differences(self.saved_config(round_num), config)
-            if differences:
-                raise FedlabError(
-                    f'{self._root.parent} holds a run with a different config: {", ".join(differences)};'
-                    ' use a new run directory or the same settings'
-                )
             return ResumePoint(round_num, tuple(damaged))
         if damaged:
             reasons = '; '.join(f'{PREFIX}{r}: {why}' for r, why in damaged)
             raise FedlabError(f'{self._root}: no checkpoint can be resumed from, all are damaged ({reasons})')
         return ResumePoint(0)
+
+    def _refuse_another_config(self, round_num: int, config: dict) -> None:
+        """FedlabError naming the keys that differ if the checkpoint's readable config is not `config`."""
+        try:
+            saved = self.saved_config(round_num)
+        except (OSError, ValueError):
+            return  # unreadable: a damaged checkpoint (`problem`)
+        differences = config_differences(saved, config) if isinstance(saved, dict) else []
+        if differences:
+            raise FedlabError(
+                f'{self._root.parent} holds a run with a different config: {", ".join(differences)};'
+                ' use a new run directory or the same settings'
+            )
 
     def problem(self, round_num: int) -> str | None:
         """Why the checkpoint of `round_num` cannot be resumed from (its files against its manifest, its config and
