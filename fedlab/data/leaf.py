@@ -23,7 +23,9 @@ SIDE = 28  # LEAF's FEMNIST images are 28x28, stored row-major as 784 floats
 NUM_CLASSES = 62  # 0-9 digits, 10-35 upper case, 36-61 lower case
 NUM_DIGITS = 10
 PIXELS_PER_ROW = SIDE * SIDE
-_PARSER = 3  # the version of what read_split produces (3: with each writer's file); part of the cache key
+# The version of what read_split produces; part of the cache key. (Each writer's file name, added to the metadata
+# since, is read when present: entries without it stay valid and name the split's *.json instead.)
+_PARSER = 2
 
 Writer = tuple[str, np.ndarray, np.ndarray]  # (writer, pixels [n, 784] uint8 codes or float32, labels [n] int32)
 
