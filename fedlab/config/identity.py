@@ -23,6 +23,7 @@ LATER_KEYS_AT_DEFAULT: dict[str, object] = {
     'stop_at_target': False,
     'personalization': {'method': 'none'},
     'system': {'kind': 'ideal'},
+    'data.drop_nonfinite': False,
 }
 
 

@@ -28,6 +28,7 @@ def load_cifar10(
         test_fraction: float = 0.2,
         seed: int = 0,
         download_timeout: float = 10.0,
+        drop_nonfinite: bool = False,  # accepted for data.drop_nonfinite; CIFAR-10's 8-bit pixels are always finite
 ):
     """CIFAR-10's 50,000 training images (32x32x3, scaled to [0, 1]) split into `num_clients` clients.
 
@@ -57,7 +58,10 @@ def load_cifar10(
             problem = f'{type(error).__name__}: {_one_line(error)}'
             raise FedlabError(f'{batches / name}: unreadable CIFAR-10 batch ({problem})') from None
         pixels.append(data)
-        labels.append(np.asarray(batch_labels))
+        batch_labels = np.asarray(batch_labels)
+        if batch_labels.dtype.kind not in 'iu' and np.any(batch_labels != np.round(batch_labels)):
+            raise FedlabError(f'{batches / name}: non-integer labels, expected integers 0-{NUM_CLASSES - 1}')
+        labels.append(batch_labels)
     # Batches are [n, 3, 32, 32] uint8; fedlab's images are [h, w, c] floats.
     pixels = (np.concatenate(pixels).transpose(0, 2, 3, 1) / 255.0).astype(np.float32)
     labels = np.concatenate(labels).astype(np.int32)

@@ -14,6 +14,7 @@ def load_digits(
         shards_per_client: int = 2,
         test_fraction: float = 0.2,
         seed: int = 0,
+        drop_nonfinite: bool = False,  # accepted for data.drop_nonfinite; scikit-learn's embedded digits are finite
 ) -> federated_data.FederatedData:
     """1,797 real 8x8 digits (UCI, bundled with scikit-learn), split by `partition` (iid, dirichlet, shards).
 

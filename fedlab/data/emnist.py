@@ -27,6 +27,7 @@ def load_emnist(
         download_timeout: float = 10.0,
         origin: str = ORIGIN,
         array_cache: str | None = None,
+        drop_nonfinite: bool = False,
 ):
     """Federated EMNIST from TFF's database; returns `FederatedData`.
 
@@ -48,7 +49,8 @@ def load_emnist(
         check_database(database, train_split)
 
     if array_cache is not None:
-        return _from_arrays(database, (train_split, test_split), digits_only, num_clients, array_cache)
+        return _from_arrays(database, (train_split, test_split), digits_only, num_clients, array_cache,
+                            drop_nonfinite=drop_nonfinite)
 
     # Imported here: the checks above answer in a fraction of a second, TensorFlow Federated takes ~13 s.
     import tensorflow_federated as tff
@@ -75,10 +77,11 @@ def load_emnist(
     )
 
 
-def _from_arrays(database: pathlib.Path, splits: tuple[str, str], digits_only: bool, num_clients, array_cache: str):
+def _from_arrays(database: pathlib.Path, splits: tuple[str, str], digits_only: bool, num_clients, array_cache: str,
+                 *, drop_nonfinite: bool = False):
     import time
 
-    from fedlab.data import cache, federated_data
+    from fedlab.data import cache, example_checks, federated_data
     from fedlab.data.arrays import ArrayClients
 
     started = time.perf_counter()
@@ -99,7 +102,12 @@ def _from_arrays(database: pathlib.Path, splits: tuple[str, str], digits_only: b
     test = ArrayClients.from_arrays('test_', arrays, meta)
     how = 'read from the data cache' if store.status == 'hit' else f'parsed (data cache {store.status})'
     print(f'emnist: {len(train.client_ids)} writers {how} in {time.perf_counter() - started:.1f} s ({store.entry})')
-    client_ids = train.client_ids[:num_clients] if num_clients is not None else train.client_ids
+    # Checked after the cache too (example_checks): NaN pixels in the database are refused, or dropped.
+    train, test = (example_checks.checked(clients, num_classes=10 if digits_only else 62, split=split,
+                                          source=lambda _: str(database), drop=drop_nonfinite)
+                   for clients, split in ((train, splits[0]), (test, splits[1])))
+    client_ids = example_checks.nonempty(train)
+    client_ids = client_ids[:num_clients] if num_clients is not None else client_ids
     test_ids = set(test.client_ids)
     return federated_data.FederatedData(
             name='emnist' + ('_digits' if digits_only else ''),

@@ -4,6 +4,7 @@ import pathlib
 
 import numpy as np
 
+from fedlab.data import example_checks
 from fedlab.data.arrays import ArrayClients, PixelCodes, image_table, splits_to_arrays
 from fedlab.errors import FedlabError
 
@@ -12,7 +13,7 @@ TEST_DIR = 'test'  # reserved: <root>/test/<client_id>/<label>/*.png is the held
 
 def load_folder(
         root: str, *, test_fraction: float = 0.2, num_classes: int | None = None, num_clients: int | None = None,
-        seed: int = 0, array_cache: str | None = None,
+        seed: int = 0, array_cache: str | None = None, drop_nonfinite: bool = False,
 ):
     """One client per directory of `root`, one integer label per sub-directory, PNGs of one size inside.
 
@@ -60,7 +61,10 @@ def load_folder(
         stored, meta = store.load_or_build(lambda: splits_to_arrays(_decode(listed)))
         arrays = {split: ArrayClients.from_arrays(f'{split}_', stored, meta) for split in ('train', 'test')}
 
-    train, test = arrays['train'], arrays['test']
+    # Checked after the cache too (example_checks); 8-bit PNG pixels are finite, labels are checked again.
+    train, test = (example_checks.checked(arrays[split], num_classes=classes, split=split, drop=drop_nonfinite,
+                                          source=lambda client, split=split: str(root_path / client))
+                   for split in ('train', 'test'))
     if not test_files:
         rng = np.random.default_rng(seed)
         from fedlab.data.partition import split_train_test

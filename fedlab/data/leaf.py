@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 
+from fedlab.data import example_checks
 from fedlab.data.arrays import ArrayClients, PixelCodes, leaf_table, splits_to_arrays
 from fedlab.errors import FedlabError
 
@@ -22,18 +23,22 @@ SIDE = 28  # LEAF's FEMNIST images are 28x28, stored row-major as 784 floats
 NUM_CLASSES = 62  # 0-9 digits, 10-35 upper case, 36-61 lower case
 NUM_DIGITS = 10
 PIXELS_PER_ROW = SIDE * SIDE
-_PARSER = 2  # the version of what read_split produces; part of the cache key
+# The version of what read_split produces; part of the cache key. (Each writer's file name, added to the metadata
+# since, is read when present: entries without it stay valid and name the split's *.json instead.)
+_PARSER = 2
 
 Writer = tuple[str, np.ndarray, np.ndarray]  # (writer, pixels [n, 784] uint8 codes or float32, labels [n] int32)
 
 
-def load_leaf(path: str, *, digits_only: bool = False, num_clients: int | None = None, array_cache: str | None = None):
+def load_leaf(path: str, *, digits_only: bool = False, num_clients: int | None = None, array_cache: str | None = None,
+              drop_nonfinite: bool = False):
     """Every writer in `path`/train/*.json and `path`/test/*.json as a client; returns `FederatedData`.
 
     Pixels keep LEAF's convention (1.0 = background, as TFF's federated EMNIST). `digits_only` keeps labels
     0-9 (10 classes) and drops writers left without digits; `num_clients` keeps the first writers by id.
     `array_cache`: fedlab's data cache directory (None: parse every time). Broken files raise `FedlabError`
-    naming the file and the problem.
+    naming the file and the problem, and so does a non-finite pixel (`drop_nonfinite`: drop such examples instead,
+    with a warning; example_checks).
     """
     root = pathlib.Path(path)
     if not root.is_dir():
@@ -41,15 +46,15 @@ def load_leaf(path: str, *, digits_only: bool = False, num_clients: int | None =
     files = {split: _json_files(root / split) for split in ('train', 'test')}
     started = time.perf_counter()
     if array_cache is None:
-        splits, status = read_splits(root, files), None
+        (arrays, meta), status = _parse(root, files), None
     else:
         from fedlab.data import cache
 
         key = {'parser': _PARSER, 'files': cache.fingerprint(files['train'] + files['test'], root)}
         store = cache.ArrayCache(array_cache, 'leaf', root, key)
-        arrays, meta = store.load_or_build(lambda: splits_to_arrays(read_splits(root, files)))
-        splits = {split: ArrayClients.from_arrays(f'{split}_', arrays, meta) for split in ('train', 'test')}
+        arrays, meta = store.load_or_build(lambda: _parse(root, files))
         status = store.status
+    splits = {split: ArrayClients.from_arrays(f'{split}_', arrays, meta) for split in ('train', 'test')}
     seconds = time.perf_counter() - started
     if status == 'hit':
         writers = len(splits['train'].client_ids)
@@ -58,9 +63,13 @@ def load_leaf(path: str, *, digits_only: bool = False, num_clients: int | None =
         where = '' if status is None else f'; data cache {status}: {store.entry}'
         print(f'leaf: {len(splits["train"].client_ids)} writers parsed in {seconds:.1f} s{where}')
 
-    train, test = splits['train'], splits['test']
+    # Checked here, after the cache too: a cached entry holds what the files held.
+    train, test = (example_checks.checked(
+        splits[split], num_classes=NUM_CLASSES, split=split, drop=drop_nonfinite,
+        source=lambda writer, split=split: str(root / split / meta.get(f'{split}_files', {}).get(writer, '*.json')),
+    ) for split in ('train', 'test'))
     keep = (lambda labels: labels < NUM_DIGITS) if digits_only else None
-    client_ids = train.client_ids
+    client_ids = example_checks.nonempty(train)
     if digits_only:
         client_ids = [c for c, n in zip(client_ids, _digit_counts(train)) if n]
     client_ids = sorted(client_ids)
@@ -87,19 +96,32 @@ def _json_files(directory: pathlib.Path) -> list[pathlib.Path]:
     return files
 
 
-def read_splits(root: pathlib.Path, files: dict[str, list[pathlib.Path]]) -> dict[str, ArrayClients]:
-    return {split: read_split(root / split, files[split]) for split in files}
+def _parse(root: pathlib.Path, files: dict[str, list[pathlib.Path]]) -> tuple[dict, dict]:
+    """Both splits as the data cache stores them: their arrays, and in the metadata each writer's file name."""
+    sources = {split: {} for split in files}
+    arrays, meta = splits_to_arrays(read_splits(root, files, sources))
+    return arrays, {**meta, **{f'{split}_files': names for split, names in sources.items()}}
 
 
-def read_split(directory: pathlib.Path, files: list[pathlib.Path] | None = None) -> ArrayClients:
-    """Every writer of every *.json file in `directory`, sorted by id, pixels [n, 28, 28, 1]."""
+def read_splits(root: pathlib.Path, files: dict[str, list[pathlib.Path]],
+                sources: dict[str, dict[str, str]] | None = None) -> dict[str, ArrayClients]:
+    sources = sources if sources is not None else {split: {} for split in files}
+    return {split: read_split(root / split, files[split], sources=sources[split]) for split in files}
+
+
+def read_split(directory: pathlib.Path, files: list[pathlib.Path] | None = None,
+               sources: dict[str, str] | None = None) -> ArrayClients:
+    """Every writer of every *.json file in `directory`, sorted by id, pixels [n, 28, 28, 1]; `sources` gets each
+    writer's file name."""
     files = _json_files(directory) if files is None else files
+    sources = {} if sources is None else sources
     writers: dict[str, Writer] = {}
     for file in files:
         for writer in read_file(file):
             if writer[0] in writers:
                 raise FedlabError(f'{file}: writer {writer[0]!r} also appears in another file of {directory}')
             writers[writer[0]] = writer
+            sources[writer[0]] = file.name
     return ArrayClients.concatenate([writers[w] for w in sorted(writers)], (SIDE, SIDE, 1), leaf_table())
 
 
@@ -236,7 +258,7 @@ def _json_pixels(x_text: bytes, rows: int) -> np.ndarray | None:
         pixels = np.asarray(x, dtype=np.float32)
     except (ValueError, TypeError, UnicodeDecodeError):
         return None
-    if pixels.ndim != 2 or pixels.min() < 0 or pixels.max() > 1:
+    if pixels.ndim != 2 or _outside_unit_range(pixels):
         return None
     codes = PixelCodes.encode(pixels, leaf_table())
     return codes.codes if codes is not None else pixels
@@ -284,12 +306,18 @@ def _read_json(file: pathlib.Path) -> list[Writer]:
                     f'{file}: user {user!r} example {bad_label[0]} has label {y[bad_label[0]]!r},'
                     f' expected an integer 0-{NUM_CLASSES - 1}'
             )
-        if pixels.min() < 0 or pixels.max() > 1:
+        if _outside_unit_range(pixels):
             raise FedlabError(f'{file}: user {user!r} has pixel values outside [0, 1]')
         codes = PixelCodes.encode(pixels, leaf_table())
         writers[user] = (user, codes.codes if codes is not None else pixels, labels.astype(np.int32))
     return list(writers.values())
 
+
+
+def _outside_unit_range(pixels: np.ndarray) -> bool:
+    """A finite pixel below 0 or above 1 (NaN and inf are example_checks', which names the example)."""
+    finite = pixels[np.isfinite(pixels)] if not np.isfinite(pixels).all() else pixels
+    return bool(finite.size) and (finite.min() < 0 or finite.max() > 1)
 
 
 def _digit_counts(clients: ArrayClients) -> np.ndarray:

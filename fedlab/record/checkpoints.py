@@ -3,19 +3,34 @@
 
 import asyncio
 import dataclasses
+import hashlib
 import json
 import os
 import pathlib
 import re
 import shutil
+import sys
 
 from fedlab.errors import FedlabError
+from fedlab.record import table_checks
 from fedlab.run import interrupts
 from fedlab.system import malloc_arenas
 
 PREFIX = 'round_'
 STATE_DIR = 'state'  # inside a checkpoint: the program state, as FileProgramStateManager writes it
 CONFIG_FILE = 'config.json'
+# Written last into a checkpoint: every other file's size and sha256. A checkpoint whose files do not match it is
+# damaged; checkpoints of fedlab before it (main 17c7a06) have none and get the checks their files allow (`_problem`).
+MANIFEST_FILE = 'manifest.json'
+DAMAGED_PREFIX = 'damaged_'  # a damaged checkpoint set aside: checkpoints/damaged_round_<N>/
+
+
+@dataclasses.dataclass(frozen=True)
+class ResumePoint:
+    """The checkpoint a run continues from (round 0: none) and the newer ones that are damaged (round, why)."""
+
+    round_num: int
+    damaged: tuple[tuple[int, str], ...] = ()
 
 
 class CheckpointStore:
@@ -43,16 +58,65 @@ class CheckpointStore:
         return max(self.rounds(), default=0)
 
     def resumable_round(self, config: dict) -> int:
-        """The round of the latest checkpoint (0: none), after checking it was saved under the same config."""
-        latest = self.latest_round()
-        if latest:
-            differences = config_differences(self.saved_config(latest), config)
-            if differences:
-                raise FedlabError(
-                    f'{self._root.parent} holds a run with a different config: {", ".join(differences)};'
-                    ' use a new run directory or the same settings'
-                )
-        return latest
+        """The round of the latest sound checkpoint (0: none), after checking it was saved under the same config."""
+        return self.resume_point(config).round_num
+
+    def resume_point(self, config: dict) -> ResumePoint:
+        """The latest sound checkpoint, saved under the same `config`, and the damaged ones after it. Raises
+        FedlabError when every checkpoint is damaged: one line naming each and why."""
+        damaged = []
+        for round_num in reversed(self.rounds()):
+            problem = self.problem(round_num)
+            if problem is None or not (self.path(round_num) / MANIFEST_FILE).exists():
+                self._refuse_another_config(round_num, config)  # another run's directory: say that, not damage
+            if problem:
+                damaged.append((round_num, problem))
+                continue
+            return ResumePoint(round_num, tuple(damaged))
+        if damaged:
+            reasons = '; '.join(f'{PREFIX}{r}: {why}' for r, why in damaged)
+            raise FedlabError(f'{self._root}: no checkpoint can be resumed from, all are damaged ({reasons})')
+        return ResumePoint(0)
+
+    def _refuse_another_config(self, round_num: int, config: dict) -> None:
+        """FedlabError naming the keys that differ if the checkpoint's readable config is not `config`."""
+        try:
+            saved = self.saved_config(round_num)
+        except (OSError, ValueError):
+            return  # unreadable: a damaged checkpoint (`problem`)
+        differences = config_differences(saved, config) if isinstance(saved, dict) else []
+        if differences:
+            raise FedlabError(
+                f'{self._root.parent} holds a run with a different config: {", ".join(differences)};'
+                ' use a new run directory or the same settings'
+            )
+
+    def problem(self, round_num: int) -> str | None:
+        """Why the checkpoint of `round_num` cannot be resumed from (its files against its manifest, its config and
+        tables); None if it is sound."""
+        directory = self.path(round_num)
+        if (directory / MANIFEST_FILE).exists():
+            problem = manifest_problem(directory)
+        else:  # an older fedlab's checkpoint: its state files are there and not empty
+            problem = _legacy_state_problem(directory)
+        if problem is None:
+            try:
+                if not isinstance(self.saved_config(round_num), dict):
+                    problem = f'{CONFIG_FILE} is not a JSON object'
+            except (OSError, ValueError) as error:
+                problem = f'{CONFIG_FILE} unreadable ({_one_line(error)})'
+        if problem is None:
+            problem = _carried_files_problem(directory, round_num)
+        return problem
+
+    def set_aside(self, round_num: int, why: str) -> None:
+        """Moves a damaged checkpoint to checkpoints/damaged_round_<N> (kept for a look, never resumed from) and
+        says so in one line: the run continues from an older one and will write round N's again."""
+        path = self.path(round_num)
+        aside = self._root / f'{DAMAGED_PREFIX}{path.name}'
+        shutil.rmtree(aside, ignore_errors=True)
+        os.rename(path, aside)
+        print(f'fedlab: warning: checkpoint {path} is damaged ({why}); moved to {aside.name}', file=sys.stderr)
 
     def path(self, round_num: int) -> pathlib.Path:
         return self._root / f'{PREFIX}{round_num}'
@@ -81,6 +145,7 @@ class CheckpointStore:
         for name, text in extra_files.items():
             (staging / name).write_text(text)
         _fsync_tree(staging)
+        write_manifest(staging)  # last: a checkpoint whose files match its manifest is complete
         os.rename(staging, self.path(round_num))
         for old in self.rounds()[: -self._keep]:
             shutil.rmtree(self.path(old), ignore_errors=True)
@@ -92,7 +157,11 @@ class CheckpointStore:
 
         manager = tff.program.FileProgramStateManager(self.path(round_num), prefix=STATE_DIR)
         with interrupts.uncuttable():
-            return asyncio.run(manager.load(0, structure))
+            try:
+                return asyncio.run(manager.load(0, structure))
+            except Exception as error:  # an older checkpoint without a manifest: its state is checked by loading it
+                raise FedlabError(f'checkpoint {self.path(round_num)} is damaged: its state does not load'
+                                  f' ({type(error).__name__}: {_one_line(error)[:200]})') from None
 
     def saved_config(self, round_num: int) -> dict:
         return json.loads((self.path(round_num) / CONFIG_FILE).read_text())
@@ -195,6 +264,77 @@ class RoundCheckpoints:
             if self._client_states is not None:  # the files only older, deleted checkpoints referred to
                 kept = [client_states.load_index(self._store.path(r)) or {} for r in self._store.rounds()]
                 self._client_states.collect_garbage(kept)
+
+
+def write_manifest(directory: pathlib.Path) -> None:
+    """`directory`/manifest.json: every file's size and sha256, written through a temporary file and a rename."""
+    files = {path.relative_to(directory).as_posix(): {'bytes': path.stat().st_size, 'sha256': _sha256(path)}
+             for path in sorted(directory.rglob('*')) if path.is_file() and path.name != MANIFEST_FILE}
+    staged = directory / (MANIFEST_FILE + '.tmp')
+    with open(staged, 'w') as f:
+        json.dump({'files': files}, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(staged, directory / MANIFEST_FILE)
+
+
+def manifest_problem(directory: pathlib.Path) -> str | None:
+    """Why `directory`'s files do not match its manifest (a file missing, shorter or longer, other bytes); None."""
+    try:
+        files = json.loads((directory / MANIFEST_FILE).read_text())['files']
+        expected = {name: (int(entry['bytes']), str(entry['sha256'])) for name, entry in files.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        return f'{MANIFEST_FILE} unreadable ({_one_line(error)})'
+    for name, (size, digest) in sorted(expected.items()):
+        path = directory / name
+        if not path.is_file():
+            return f'{name} is missing'
+        if path.stat().st_size != size:
+            return f'{name} has {path.stat().st_size} bytes, the manifest says {size}'
+        if _sha256(path) != digest:
+            return f'{name} does not match its sha256 in the manifest'
+    return None
+
+
+def _carried_files_problem(directory: pathlib.Path, round_num: int) -> str | None:
+    """The first problem of the tables (table_checks) and JSON files a checkpoint carries besides its state."""
+    for table in sorted(directory.glob('*.csv')):
+        problem = table_checks.table_problem(table, round_num)
+        if problem:
+            return problem
+    for carried in sorted(directory.glob('*.json')):
+        if carried.name in (CONFIG_FILE, MANIFEST_FILE):
+            continue
+        try:
+            if not isinstance(json.loads(carried.read_text()), dict):
+                return f'{carried.name} is not a JSON object'
+        except (OSError, ValueError) as error:
+            return f'{carried.name} unreadable ({_one_line(error)})'
+    return None
+
+
+# An older checkpoint's state (FileProgramStateManager's SavedModel): files that must be there and not empty.
+_STATE_FILES = ('saved_model.pb', 'variables/variables.index')
+
+
+def _legacy_state_problem(directory: pathlib.Path) -> str | None:
+    for name in _STATE_FILES:
+        path = directory / f'{STATE_DIR}0' / name
+        if not path.is_file() or path.stat().st_size == 0:
+            return f'{STATE_DIR}0/{name} is {"empty" if path.is_file() else "missing"} (and there is no manifest)'
+    return None
+
+
+def _sha256(path: pathlib.Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _one_line(error: BaseException) -> str:
+    return ' '.join(str(error).split())
 
 
 def _fsync_tree(root: pathlib.Path) -> None:

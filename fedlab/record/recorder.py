@@ -194,8 +194,10 @@ class RunRecorder(RoundObserver):
     def __exit__(self, error_type, error, error_traceback) -> None:
         self.close(error)
 
-    def close(self, error: BaseException | None = None) -> RunOutputs:
+    def close(self, error: BaseException | None = None) -> RunOutputs | None:
         """Checkpoints the last committed round, closes the files and writes results.json with the run's status."""
+        if self._tensorboard is None and isinstance(error, errors.FedlabError):
+            return None  # refused before the files were opened (e.g. a checkpoint that does not load): nothing written
         with interrupts.uncuttable():
             if self._tables is not None:
                 if self._uncommitted:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import tensorflow as tf
 
+from fedlab.errors import FedlabError
 from fedlab.record import ledger
 from fedlab.run.client_distribution import DISTRIBUTION_KEYS, GAIN_KEYS
 
@@ -105,7 +106,7 @@ def _add_columns(path: pathlib.Path, columns: list[str]) -> None:
     if header == columns:
         return
     if header != columns[: len(header)] and not set(header) <= set(columns):
-        raise ValueError(f'{path} has columns {header}, not {columns}')
+        raise FedlabError(f'{path} has columns {",".join(header)[:200]}, not this run\'s; it belongs to another run')
     rows = read_rows(path)
     staged = path.with_name(path.name + '.new')
     with open(staged, 'w', newline='') as f:

@@ -11,7 +11,7 @@ import pathlib
 import sys
 
 from fedlab.reporting import clients, markdown, plots, privacy, summaries
-from fedlab.reporting.runs import ReportError, find_runs, group_runs
+from fedlab.reporting.runs import ReportError, find_runs, group_runs, read_runs
 from fedlab.reporting.summaries import COLUMNS, GROUP_COLUMNS
 
 __all__ = ['COLUMNS', 'GROUP_COLUMNS', 'ReportError', 'find_runs', 'group_runs', 'main', 'write_report']
@@ -19,9 +19,12 @@ __all__ = ['COLUMNS', 'GROUP_COLUMNS', 'ReportError', 'find_runs', 'group_runs',
 
 def write_report(sweep_dir: pathlib.Path, out_dir: pathlib.Path, *, target: float | None = None) -> dict:
     """Writes report.md, report.csv (a row per run), report_groups.csv (a row per group) and the figures."""
-    runs = find_runs(sweep_dir)
+    runs, skipped = read_runs(sweep_dir)
+    for run in skipped:  # one line each, before anything else can fail
+        print(f'skipped: {run.path}: {run.why}', file=sys.stderr)
     if not runs:
-        raise ReportError(f'no run directory (results.json) under {sweep_dir}')
+        reason = f' that can be read ({len(skipped)} skipped, listed above)' if skipped else ''
+        raise ReportError(f'no run directory (results.json) under {sweep_dir}{reason}')
     tables = summaries.tabulate(sweep_dir, runs, group_runs(runs), target=target)
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_csv(out_dir / 'report.csv', COLUMNS, tables.summaries)
@@ -32,10 +35,12 @@ def write_report(sweep_dir: pathlib.Path, out_dir: pathlib.Path, *, target: floa
     text = markdown.render(sweep_dir, tables, figures, target=target,
                            sections_before_runs=[*markdown.client_sections(tables.clients_by_group),
                                                  *privacy.sections(privacy_rows)])
+    if skipped:
+        text += '\n## Skipped runs\n\n' + ''.join(f'- skipped: {run.path}: {run.why}\n' for run in skipped)
     (out_dir / 'report.md').write_text(text)
     return {'summaries': tables.summaries, 'groups': tables.by_group, 'comparison': tables.comparison,
             'not_completed': tables.not_completed, 'figures': figures, 'privacy': privacy_rows,
-            'clients': tables.clients_by_group}  # fmt: skip
+            'clients': tables.clients_by_group, 'skipped': skipped}  # fmt: skip
 
 
 def _write_csv(path: pathlib.Path, columns: list[str], rows: list[dict]) -> None:

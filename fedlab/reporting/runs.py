@@ -3,6 +3,7 @@ the completed runs that differ only in their seed. The bottom of fedlab.reportin
 
 import csv
 import dataclasses
+import io
 import json
 import pathlib
 
@@ -108,20 +109,92 @@ class Group:
         return self.runs[0].task
 
 
+@dataclasses.dataclass(frozen=True)
+class Skipped:
+    """A run directory the report cannot read, and why (one line)."""
+
+    path: pathlib.Path
+    why: str
+
+
+class Unreadable(Exception):
+    """A run directory's file that cannot be read as fedlab writes it; the message says which and why."""
+
+
 def find_runs(sweep_dir: pathlib.Path) -> list[Run]:
-    """Every run directory under `sweep_dir` (a results.json beside its metrics.csv), in path order. Data tours
+    """Every readable run directory under `sweep_dir` (see `read_runs`)."""
+    return read_runs(sweep_dir)[0]
+
+
+def read_runs(sweep_dir: pathlib.Path) -> tuple[list[Run], list[Skipped]]:
+    """Every run directory under `sweep_dir` (a results.json beside its metrics.csv), in path order, and apart the
+    ones that cannot be read (a damaged results.json or metrics.csv, a completed run without metrics.csv). Data tours
     (task=explore) have no metrics and are left out."""
-    runs = [_read_run(results_path) for results_path in sorted(sweep_dir.rglob('results.json'))]
-    return [run for run in runs if run.task != 'explore']
+    runs, skipped = [], []
+    for results_path in sorted(sweep_dir.rglob('results.json')):
+        try:
+            run = _read_run(results_path)
+        except Unreadable as error:
+            skipped.append(Skipped(results_path.parent, str(error)))
+            continue
+        if run.task != 'explore':
+            runs.append(run)
+    return runs, skipped
 
 
 def _read_run(results_path: pathlib.Path) -> Run:
+    try:
+        results = json.loads(results_path.read_bytes().decode('utf-8'))
+    except (OSError, ValueError) as error:
+        raise Unreadable(f'results.json unreadable ({_one_line(error)[:120]})') from None
+    if not isinstance(results, dict):
+        raise Unreadable('results.json is not a JSON object')
+    for other in ('timing.csv', 'clients_eval.csv'):  # read later by the report's parts: checked alike
+        if results_path.with_name(other).exists():
+            _read_table(results_path.with_name(other))
     metrics_path = results_path.with_name('metrics.csv')
     rows = []
     if metrics_path.exists():
-        with open(metrics_path, newline='') as f:
-            rows = list(csv.DictReader(f))
-    return Run(results_path.parent, json.loads(results_path.read_text()), rows)
+        rows = _read_table(metrics_path)
+    elif results.get('status') == COMPLETED and (results.get('choices') or {}).get('task', 'train') != 'explore':
+        raise Unreadable('metrics.csv is missing')
+    return Run(results_path.parent, results, rows)
+
+
+def _read_table(path: pathlib.Path) -> list[dict[str, str]]:
+    """A run's table (metrics.csv, ...) as rows, checked: a header starting with round, every row as long as it,
+    its numbers numbers; Unreadable says which is not."""
+    name = path.name
+    try:
+        table = list(csv.reader(io.StringIO(path.read_bytes().decode('utf-8'), newline='')))
+    except (OSError, ValueError, csv.Error) as error:
+        raise Unreadable(f'{name} unreadable ({_one_line(error)[:120]})') from None
+    if not table or table[0][:1] != ['round']:
+        raise Unreadable(f'{name} has no header starting with round')
+    header = table[0]
+    numeric = [i for i, column in enumerate(header) if column == 'round' or column.endswith(_NUMERIC_SUFFIXES)]
+    for line, row in enumerate(table[1:], start=2):
+        if len(row) != len(header):
+            raise Unreadable(f'{name} line {line} has {len(row)} fields, its header {len(header)}')
+        bad = next((header[i] for i in numeric if row[i] != '' and not _is_number(row[i])), None)
+        if bad or not row[0].isdigit():
+            raise Unreadable(f'{name} line {line} column {bad or "round"} is not a number')
+    return [dict(zip(header, row)) for row in table[1:]]
+
+
+_NUMERIC_SUFFIXES = ('loss', 'accuracy', 'examples', 'batches', 'bits', '_s', 'seconds')
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _one_line(error: BaseException) -> str:
+    return ' '.join(str(error).split())
 
 
 def group_runs(runs: list[Run]) -> list[Group]:

@@ -100,7 +100,11 @@ class ExperimentPlan:
         """Trains, evaluates on the clients' test data and writes the run directory; returns the final metrics."""
         rounds = self.settings.schedule.rounds
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        resume_round = checkpoints.CheckpointStore(self.run_dir / 'checkpoints').resumable_round(self.identity)
+        store = checkpoints.CheckpointStore(self.run_dir / 'checkpoints')
+        resume_from = store.resume_point(self.identity)
+        for damaged_round, why in resume_from.damaged:  # a run completed before stays complete: rounds are rerun
+            store.set_aside(damaged_round, f'{why}; resuming from round {resume_from.round_num}')
+        resume_round = resume_from.round_num
         if resume_round == rounds and (self.run_dir / recorder.RESULTS_JSON).exists():
             print(f'{self.run_dir} already holds all {rounds} rounds of this run; nothing to do.')
             return recorder.outputs_from_files(self.run_dir)
