@@ -313,8 +313,8 @@ def _end_trackers(tracking: trackers.RunTrackers, error: BaseException | None) -
 
 
 def _without_null_tracker(cfg: DictConfig) -> DictConfig:
-    """`cfg` without its null `tracker` key (tracker=none), so that .hydra/config.yaml is as it was before trackers."""
-    if cfg.get('tracker') is not None:
+    """`cfg` without its empty `tracker` key (tracker=none), so that .hydra/config.yaml is as it was before trackers."""
+    if cfg.get('tracker'):
         return cfg
     cfg = cfg.copy()
     with open_dict(cfg):

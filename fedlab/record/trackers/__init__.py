@@ -26,8 +26,8 @@ def chosen(config: dict) -> tuple[str, ...]:
 
 
 def without_tracker(config: dict) -> dict:
-    """`config` without a null `tracker` key: tracker=none leaves what a run writes as it was before trackers."""
-    return {k: v for k, v in config.items() if not (k == 'tracker' and v is None)}
+    """`config` without an empty `tracker` key: tracker=none leaves what a run writes as it was before trackers."""
+    return {k: v for k, v in config.items() if k != 'tracker' or v}
 
 
 def flatten(node, prefix: str = '') -> dict[str, str]:

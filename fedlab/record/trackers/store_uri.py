@@ -29,8 +29,8 @@ def check(uri: str) -> None:
     uri = str(uri)
     path = sqlite_path(uri)
     if path is not None:
-        folder = _existing_parent(path.parent)
-        if path.is_dir() or not os.access(folder, os.W_OK):
+        folder = _existing_ancestor(path.parent)
+        if path.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):
             raise FedlabError(f'tracker.uri={uri}: cannot write the SQLite store {path} (allowed: {ALLOWED})')
         return
     parsed = urllib.parse.urlparse(uri)
@@ -38,8 +38,9 @@ def check(uri: str) -> None:
         raise FedlabError(f'tracker.uri={uri} is not allowed: {ALLOWED}')
 
 
-def _existing_parent(folder: pathlib.Path) -> pathlib.Path:
+def _existing_ancestor(folder: pathlib.Path) -> pathlib.Path:
+    """`folder` or its nearest ancestor that exists (a file there: the store's folder cannot be made)."""
     folder = folder.resolve()
     while not folder.exists():
         folder = folder.parent
-    return folder if folder.is_dir() else folder.parent
+    return folder

@@ -31,8 +31,8 @@ class WandbTracker:
             name=job.name, group=_group(job.sweep_dir), config=job.params, mode=options.get('mode', 'offline'),
             tags=['sweep'] if job.sweep_dir else None, notes=' '.join(job.overrides) or None,
             # No console capture and no system metrics: fedlab's own lines and files are the record.
-            settings=wandb.Settings(console='off', x_disable_stats=True, x_disable_meta=True, x_disable_machine_info=True,
-                                    silent=True),
+            settings=wandb.Settings(console='off', x_disable_stats=True, x_disable_meta=True,
+                                    x_disable_machine_info=True, silent=True),
         )
         job.store_id('wandb', run_id)
         return cls(run, job)
