@@ -19,23 +19,45 @@ def _config(overrides=()) -> dict:
     return OmegaConf.to_container(compose_config(overrides), resolve=True)
 
 
-def test_tracker_none_adds_nothing_to_what_a_run_writes():
-    config = _config()
+@pytest.fixture(scope='module')
+def composed() -> dict:
+    """The default config and tracker=[mlflow,wandb]'s, composed once (each composition takes a second or two)."""
+    none = compose_config()
+    return {'none': OmegaConf.to_container(none, resolve=True), 'none_cfg': none,
+            'both': _config(['tracker=[mlflow,wandb]'])}
+
+
+def test_tracker_none_adds_nothing_to_what_a_run_writes(composed):
+    config = composed['none']
     assert not config['tracker'] and trackers.chosen(config) == ()
-    assert 'tracker' not in trackers.without_tracker(config)
+    assert 'tracker' not in trackers.without_tracker(config)  # results.json's config
+    from fedlab import cli
+
+    assert 'tracker' not in OmegaConf.to_yaml(cli._without_null_tracker(composed['none_cfg']))  # .hydra/config.yaml
 
 
-def test_tracker_choices_one_or_a_list():
-    assert trackers.chosen(_config(['tracker=mlflow'])) == ('mlflow',)
-    both = _config(['tracker=[mlflow,wandb]'])
+def test_tracker_list_form_chooses_both(composed):
+    both = composed['both']
     assert trackers.chosen(both) == ('mlflow', 'wandb')
     assert both['tracker']['uri'] is None and both['tracker']['wandb']['mode'] == 'offline'
+    assert both['tracker']['mlflow']['experiment'] == 'fedlab' and both['tracker']['required'] is False
 
 
-def test_tracker_is_not_part_of_a_runs_identity():
+def test_tracker_is_not_part_of_a_runs_identity(composed):
     from fedlab.config import identity
 
-    assert identity.run_identity(_config(['tracker=mlflow'])) == identity.run_identity(_config())
+    assert identity.run_identity(composed['both']) == identity.run_identity(composed['none'])
+    assert identity.experiment_identity(composed['both']) == identity.experiment_identity(composed['none'])
+
+
+def test_unknown_tracker_is_one_line_naming_the_options():
+    from fedlab import cli
+
+    with pytest.raises(Exception) as raised:
+        compose_config(['tracker=neptune'])
+    line = cli.one_line(raised.value)
+    assert cli._is_config_error(raised.value) and '\n' not in line
+    assert "tracker/neptune" in line and 'mlflow, none, wandb' in line
 
 
 def test_no_tracker_library_is_imported_until_chosen():
@@ -56,14 +78,6 @@ def test_bad_store_uri_is_one_line(uri, says, tmp_path):
     with pytest.raises(FedlabError, match=says) as raised:
         trackers.check({'mlflow': {}, 'uri': uri})
     assert '\n' not in str(raised.value) and 'tracker.uri=' in str(raised.value)
-
-
-def test_unknown_tracker_names_the_options(tmp_path):
-    proc = subprocess.run([sys.executable, '-m', 'fedlab.cli', 'tracker=neptune', f'hydra.run.dir={tmp_path}/r'],
-                          capture_output=True, text=True)
-    assert proc.returncode == 2 and proc.stderr.count('\n') == 1
-    assert 'tracker' in proc.stderr and 'mlflow, none, wandb' in proc.stderr
-    assert not (tmp_path / 'r').exists()
 
 
 def _job(run_dir: pathlib.Path, sweep_dir=None) -> trackers.JobContext:

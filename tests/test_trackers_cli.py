@@ -5,6 +5,7 @@ back with wandb's own transaction-log reader."""
 import json
 import os
 import pathlib
+import signal
 import socket
 import subprocess
 import sys
@@ -68,7 +69,7 @@ def _tags(run):
     return {t['key']: t['value'] for t in run['data'].get('tags', [])}
 
 
-def test_mlflow_server_run_params_metrics_and_resume(mlflow_server, tmp_path):
+def test_mlflow_server_run_params_metrics_and_status(mlflow_server, tmp_path):
     run_dir = tmp_path / 'runs' / 'r'
     _fedlab(['tracker=mlflow', f'tracker.uri={mlflow_server}', *QUICK, f'hydra.run.dir={run_dir}'])
     [run] = _runs(mlflow_server)
@@ -80,11 +81,25 @@ def test_mlflow_server_run_params_metrics_and_resume(mlflow_server, tmp_path):
     assert [m['step'] for m in history] == [1, 2]
     assert json.loads((run_dir / 'trackers.json').read_text())['mlflow'] == run_id
 
-    # The same run directory with more rounds (a run continued): the same MLflow run, each round once.
-    _fedlab(['tracker=mlflow', f'tracker.uri={mlflow_server}', 'rounds=3', 'eval_every=1', 'checkpoint_every=1',
-             f'resume={run_dir}'], check=False)
-    runs = _runs(mlflow_server)
-    assert [r['info']['run_id'] for r in runs] == [run_id]
+
+def test_interrupted_run_is_killed_then_resumed_into_the_same_mlflow_run(mlflow_server, tmp_path):
+    args = ['tracker=mlflow', f'tracker.uri={mlflow_server}', 'rounds=4', 'eval_every=1',
+            'checkpoint_every=1', f'hydra.run.dir={tmp_path}/r']
+    env = {k: v for k, v in os.environ.items() if k != 'TF_CPP_MIN_LOG_LEVEL'}
+    process = subprocess.Popen([sys.executable, '-m', 'fedlab.cli', *args], stdout=subprocess.PIPE, text=True,
+                               stderr=subprocess.DEVNULL, cwd=REPO, env=env)
+    for line in process.stdout:  # SIGTERM once round 1 is recorded: the run stops after the current round
+        if line.startswith('round 1/4'):
+            process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=600) == 143
+    [run] = _runs(mlflow_server)
+    assert run['info']['status'] == 'KILLED' and _tags(run)['fedlab.status'] == 'interrupted'
+
+    _fedlab(args)  # the same command continues the run directory, and its MLflow run
+    [resumed] = _runs(mlflow_server)
+    assert resumed['info']['run_id'] == run['info']['run_id'] and resumed['info']['status'] == 'FINISHED'
+    history = _rest(mlflow_server, f'metrics/get-history?run_id={run["info"]["run_id"]}&metric_key=train/loss')
+    assert sorted(m['step'] for m in history['metrics']) == [1, 2, 3, 4]  # each round once
 
 
 def test_mlflow_sweep_parent_and_children_in_the_default_store(tmp_path):

@@ -8,7 +8,6 @@ import os
 import pathlib
 import time
 
-from fedlab.record import rundir, tables
 from fedlab.record.trackers import STORE_DIR, JobContext, mlflow_status, runs_root, store_uri
 
 # An unreachable server is one line at once, not minutes of retries (read by MLflow's REST client at each request).
@@ -22,7 +21,7 @@ logging.getLogger('alembic').setLevel(logging.WARNING)  # the store's schema mig
 
 SWEEP_TAG = 'fedlab.sweep_dir'  # the parent run of a sweep is found by this tag (the sweep directory)
 ROUND_METRIC = 'round'  # logged each round: a resumed run knows which rounds its MLflow run already holds
-ARTIFACTS = (tables.METRICS_CSV, tables.CLIENTS_CSV, rundir.RESULTS_JSON)
+ARTIFACTS = ('metrics.csv', 'clients.csv', 'results.json')  # (named here: fedlab.record.tables imports TensorFlow)
 PARAM_VALUE_LIMIT = 6000  # MLflow 2's limit on a parameter's value
 BATCH = 100  # MLflow's limit on parameters per log_batch call
 
