@@ -10,7 +10,7 @@ VENV := .venv
 FEDLAB := $(VENV)/bin/fedlab
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: help install run test test-slow test-all lock wheel-check clean compare compare-algorithms compare-stateful compare-systems traces report bench bench-accuracy tensorboard privacy per-client
+.PHONY: help install run test test-slow test-all lock wheel-check clean compare compare-algorithms compare-stateful compare-systems traces report bench bench-accuracy tensorboard privacy per-client mlflow
 
 help:  ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -115,6 +115,13 @@ tensorboard: install  ## Serve the curves of runs/ and multirun/ at http://local
 	@mkdir -p runs multirun
 	TF_CPP_MIN_LOG_LEVEL=3 PYTHONWARNINGS=ignore::UserWarning \
 		$(VENV)/bin/tensorboard --logdir_spec runs:runs,multirun:multirun --port $(TB_PORT)
+
+# tracker=mlflow's default store (docs/trackers.md): mlruns/mlflow.db beside runs/ and multirun/, artifacts beside it.
+MLFLOW_PORT ?= 5000
+mlflow: install  ## Serve the MLflow UI over mlruns/ (tracker=mlflow's runs and sweeps) at http://localhost:5000
+	@mkdir -p mlruns/artifacts
+	$(VENV)/bin/mlflow server --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db \
+		--default-artifact-root $(CURDIR)/mlruns/artifacts --host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1
 
 report: install  ## Compare the runs of a sweep: make report SWEEP=multirun/<dir> (writes report.md there)
 	$(VENV)/bin/fedlab-report $(SWEEP) $(REPORT_ARGS)

@@ -11,7 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, InstantiationException
 from hydra.types import RunMode
 from hydra.utils import to_absolute_path
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from fedlab import seeds, sweep
@@ -19,7 +19,7 @@ from fedlab.config import checks as config_checks
 from fedlab.config import components, efficiency, identity, launchers, schema
 from fedlab.errors import FedlabError, RunStopped
 from fedlab.privacy import checks as privacy_checks
-from fedlab.record import checkpoints, rundir
+from fedlab.record import checkpoints, rundir, trackers
 from fedlab.run import interrupts, worker_processes
 from fedlab.system import malloc_arenas, scratch_dirs
 
@@ -35,8 +35,9 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')  # TensorFlow's C++ start-up 
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
 
 
-def train(cfg: DictConfig, run_dir: pathlib.Path, run_info: dict | None = None):
-    """Federated training and evaluation as configured; returns `recorder.RunOutputs`."""
+def train(cfg: DictConfig, run_dir: pathlib.Path, run_info: dict | None = None, tracking=None):
+    """Federated training and evaluation as configured; returns `recorder.RunOutputs`. Each committed round also goes
+    to `tracking` (trackers.RunTrackers), if given."""
     from hydra.utils import instantiate
 
     # Data first: each client's train and test split, so a missing file is reported before TF loads.
@@ -47,13 +48,13 @@ def train(cfg: DictConfig, run_dir: pathlib.Path, run_info: dict | None = None):
             f' clients of data={data.name}'
         )
     config_checks.check_training_population(cfg.holdout_clients, cfg.clients_per_round, len(data.client_ids))
-    plan = experiment_plan(cfg, data, run_dir, run_info)
+    plan = experiment_plan(cfg, data, run_dir, run_info, tracking)
     # Train, evaluate and write the run directory, on this machine's TFF worker or remote ones (runtime).
     with instantiate(cfg.runtime).activate(client_inputs=cfg.client_inputs):
         return plan.run()
 
 
-def experiment_plan(cfg: DictConfig, data, run_dir: pathlib.Path, run_info: dict | None = None):
+def experiment_plan(cfg: DictConfig, data, run_dir: pathlib.Path, run_info: dict | None = None, tracking=None):
     """The federated run `cfg` configures on `data`, built (`experiment.ExperimentPlan`): the one place a training
     run's settings are read from Hydra's config."""
     from fedlab.run import experiment
@@ -65,6 +66,7 @@ def experiment_plan(cfg: DictConfig, data, run_dir: pathlib.Path, run_info: dict
         run_dir=run_dir,
         identity=identity.run_identity(config),
         run_info=run_info or {},
+        trackers=tracking,
     )
 
 
@@ -256,28 +258,68 @@ def _run_job(cfg: DictConfig) -> float | None:
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     job = _Job(run_dir, in_sweep=in_sweep, number=hydra_cfg.job.num if in_sweep else 0)
     run_info = {
-        'choices': {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith('hydra')},
+        # (the tracker is where a run is reported, not what it computes: not a choice fedlab-report groups by)
+        'choices': {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith('hydra') and k != 'tracker'},
         'overrides': list(hydra_cfg.overrides.task),
-        'config': OmegaConf.to_container(cfg, resolve=True),
+        'config': trackers.without_tracker(OmegaConf.to_container(cfg, resolve=True)),
     }
     lock = rundir.RunDirectoryLock(run_dir)
     try:
         lock.acquire()
     except FedlabError as error:  # another process's run: say so, and touch nothing of it
         return job.refuse(error)
+    tracking = trackers.RunTrackers()
     try:
-        rundir.write_hydra_config(run_dir, cfg, hydra_cfg, run_info['overrides'])
+        rundir.write_hydra_config(run_dir, _without_null_tracker(cfg), hydra_cfg, run_info['overrides'])
         check_before_tensorflow(cfg, run_dir)
         run_info['seeds'] = seeds.derived_seeds(cfg.seed)  # after the checks: deriving loads numpy (~0.6 s)
-        outputs = TASKS[cfg.task.name](cfg, run_dir, run_info)
+        tracking = open_trackers(run_dir, hydra_cfg, run_info)  # before training: tracker.required refuses here
+        task = TASKS[cfg.task.name]
+        outputs = task(cfg, run_dir, run_info, tracking) if task is train else task(cfg, run_dir, run_info)
     except Exception as error:
-        return job.failed(error, run_info)
+        try:
+            return job.failed(error, run_info)
+        finally:
+            _end_trackers(tracking, error)
+    except BaseException as error:  # a second Ctrl-C
+        _end_trackers(tracking, error)
+        raise
     finally:
         lock.release()
+    _end_trackers(tracking, None)
     print(f'run directory: {run_dir}')
     # The return value is what Hydra sweepers (e.g. Optuna) optimise; tasks such as explore return None.
     final_eval = getattr(outputs, 'final_eval', None) or {}
     return final_eval.get('eval', {}).get('accuracy')
+
+
+def open_trackers(run_dir: pathlib.Path, hydra_cfg, run_info: dict) -> trackers.RunTrackers:
+    """The experiment trackers the config chose (tracker group), started for this job; none for tracker=none."""
+    config = run_info['config']
+    if not trackers.chosen(config):
+        return trackers.RunTrackers()
+    sweep_dir = pathlib.Path(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
+    params = {**trackers.flatten(config), **trackers.flatten({'seeds': run_info.get('seeds', {})})}
+    job = trackers.JobContext(run_dir, sweep_dir, params, run_info['overrides'])
+    return trackers.open_trackers(config, job)
+
+
+def _end_trackers(tracking: trackers.RunTrackers, error: BaseException | None) -> None:
+    """The trackers' runs end with the status results.json holds (completed, failed, interrupted, ...)."""
+    if tracking:
+        from fedlab import errors
+
+        tracking.end(errors.run_status(error))
+
+
+def _without_null_tracker(cfg: DictConfig) -> DictConfig:
+    """`cfg` without its empty `tracker` key (tracker=none), so that .hydra/config.yaml is as it was before trackers."""
+    if cfg.get('tracker'):
+        return cfg
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        del cfg['tracker']
+    return cfg
 
 
 class _Job:

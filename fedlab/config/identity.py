@@ -12,7 +12,7 @@ WHERE_NOT_WHAT = ('data_cache', 'shard_dir', 'shard_budget_mb', 'client_state_bu
 # How a run was executed, not what it computed: it may resume on other workers, or with other TFF calls per round.
 HOW_NOT_WHAT = ('resume', 'runtime', 'efficiency')
 # What is only reported, not computed: a run resumes under another target, and runs that differ here are one experiment.
-REPORTED_NOT_COMPUTED = ('target_accuracy',)
+REPORTED_NOT_COMPUTED = ('target_accuracy', 'tracker')
 # Which replicate of an experiment a run is: fedlab-report groups runs that differ only here.
 WHICH_REPLICATE = ('seed',)
 # Keys added after runs were recorded without them, each with the value that computes what a run computed before it

@@ -30,6 +30,7 @@ class RunConfig:
     personalization: Any = None  # checked by fedlab.config.checks.personalization
     system: Any = None  # checked by fedlab.heterogeneity.settings
     experiment: Any = None
+    tracker: Any = None  # none (null) | mlflow | wandb: checked by fedlab.record.trackers
 
     rounds: int = 10
     clients_per_round: int = 10

@@ -71,9 +71,12 @@ class RunRecorder(RoundObserver):
         run_info: dict | None = None,
         data_info: dict | None = None,
         target_accuracy: float | None = None,
+        trackers=None,
     ):
         self._run_dir = run_dir
         self._target_accuracy = target_accuracy
+        # Experiment trackers (fedlab.record.trackers.RunTrackers): each committed round's scalars, after the commit.
+        self._trackers = trackers
         self._stopped: str | None = None
         self._rounds = rounds
         self._checkpoints = checkpoints.RoundCheckpoints(
@@ -142,6 +145,8 @@ class RunRecorder(RoundObserver):
             self._tables.commit()
             self._uncommitted = False
             self._checkpoints.commit(result.round_num, state)
+        if self._trackers:
+            self._trackers.log_round(result.round_num, self._tensorboard.scalars(row))
 
     def needs_state_after(self, round_num: int) -> bool:
         return self._checkpoints.due_after(round_num)

@@ -262,6 +262,15 @@ class TensorBoardView:
                     self._logger.write(step, f'{population}_by_{name}',
                                        {'accuracy': metrics['accuracy'], 'loss': metrics['loss']})
 
+    def scalars(self, row: dict) -> dict[str, float]:
+        """A metrics.csv row's scalars as `write_row` logs them, named `<run>/<tag>` (e.g. train/loss,
+        communication/uplink_bits, privacy/epsilon): what an experiment tracker logs (fedlab.record.trackers)."""
+        named = {f'{p}/{k}': float(v) for p in self._populations for k, v in population_metrics(row, p).items()}
+        for annotator in self._annotators:
+            named.update({f'{annotator.tensorboard_run}/{c}': float(row[c]) for c in annotator.columns
+                          if _plottable(row.get(c))})
+        return named
+
     def write(self, round_num: int, population: str, metrics: dict[str, float]) -> None:
         """Metrics that are not in metrics.csv (an evaluation of the final model)."""
         self._logger.write(round_num, population, metrics)

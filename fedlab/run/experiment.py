@@ -95,6 +95,7 @@ class ExperimentPlan:
     run_dir: pathlib.Path
     identity: dict = dataclasses.field(default_factory=dict)
     run_info: dict = dataclasses.field(default_factory=dict)
+    trackers: object = None  # fedlab.record.trackers.RunTrackers: each committed round also goes there
 
     def run(self) -> RunOutputs:
         """Trains, evaluates on the clients' test data and writes the run directory; returns the final metrics."""
@@ -121,6 +122,7 @@ class ExperimentPlan:
             run_info=self.run_info,
             data_info=_data_info(self.federation.data),
             target_accuracy=self.settings.target_accuracy,
+            trackers=self.trackers,
         )
         try:
             with interrupts.round_boundaries(), contextlib.ExitStack() as cleanup:
