@@ -10,6 +10,7 @@ import re
 import shutil
 
 from fedlab.errors import FedlabError
+from fedlab.record import extending
 from fedlab.run import interrupts
 from fedlab.system import malloc_arenas
 
@@ -45,8 +46,9 @@ class CheckpointStore:
     def resumable_round(self, config: dict) -> int:
         """The round of the latest checkpoint (0: none), after checking it was saved under the same config."""
         latest = self.latest_round()
-        if latest:
-            differences = config_differences(self.saved_config(latest), config)
+        if latest:  # (another number of rounds continues the run: fedlab.record.extending)
+            saved = extending.with_rounds_of(self.saved_config(latest), config, done=latest, run_dir=self._root.parent)
+            differences = config_differences(saved, config)
             if differences:
                 raise FedlabError(
                     f'{self._root.parent} holds a run with a different config: {", ".join(differences)};'

@@ -1,0 +1,78 @@
+"""What a new user runs into (issue 24): more rounds on a finished run, the report's labels and checks, the centralized
+baseline's fair budget and progress, populations smaller than asked, the help's TensorBoard command."""
+
+import csv
+import json
+import pathlib
+
+import pytest
+from omegaconf import OmegaConf
+
+from fedlab import cli
+from fedlab.config import identity
+from fedlab.errors import FedlabError
+from fedlab.record import checkpoints
+from tests.conftest import TINY, compose_config
+
+
+def _identity(overrides) -> dict:
+    return identity.run_identity(OmegaConf.to_container(compose_config(overrides), resolve=True))
+
+
+def _fake_checkpoint(run_dir: pathlib.Path, round_num: int, overrides) -> None:
+    """A checkpoint with its saved config only: enough for the config check, which needs no TensorFlow."""
+    saved = run_dir / 'checkpoints' / f'round_{round_num}'
+    saved.mkdir(parents=True)
+    (saved / checkpoints.CONFIG_FILE).write_text(json.dumps(_identity(overrides)))
+
+
+def _resumable(run_dir: pathlib.Path, overrides) -> int:
+    return checkpoints.CheckpointStore(run_dir / 'checkpoints').resumable_round(_identity(overrides))
+
+
+# 1. More rounds on a run directory.
+def test_more_rounds_continue_a_run_and_fewer_are_refused(tmp_path):
+    _fake_checkpoint(tmp_path, 10, ['rounds=10'])
+    assert _resumable(tmp_path, ['rounds=10']) == 10
+    assert _resumable(tmp_path, ['rounds=15']) == 10  # continues after round 10
+    with pytest.raises(FedlabError, match=r'^rounds=5 is fewer than the 10 rounds .* holds'):
+        _resumable(tmp_path, ['rounds=5'])
+    with pytest.raises(FedlabError, match=r'client_lr \(0.02 -> 0.5\)'):  # another change is still another run
+        _resumable(tmp_path, ['rounds=15', 'client_lr=0.5'])
+
+
+def test_more_rounds_are_refused_when_a_schedule_follows_rounds(tmp_path):
+    schedule = ['client_lr_schedule=exponential_decay', 'client_lr_schedule.decay_rounds=${rounds}']
+    _fake_checkpoint(tmp_path, 10, ['rounds=10', *schedule])
+    with pytest.raises(FedlabError, match=r'client_lr_schedule\.decay_rounds follows rounds \(10 -> 15\)'):
+        _resumable(tmp_path, ['rounds=15', *schedule])
+    # A schedule of its own number of rounds (the default: decay_rounds=500) is a function of the round alone.
+    _fake_checkpoint(tmp_path / 'fixed', 10, ['rounds=10', 'client_lr_schedule=exponential_decay'])
+    assert _resumable(tmp_path / 'fixed', ['rounds=15', 'client_lr_schedule=exponential_decay']) == 10
+
+
+def _tables(run_dir: pathlib.Path) -> dict[str, bytes]:
+    return {name: (run_dir / name).read_bytes() for name in ('metrics.csv', 'clients.csv', 'clients_eval.csv')}
+
+
+@pytest.mark.slow
+def test_a_finished_run_extended_equals_the_longer_run(tmp_path):
+    # A varying learning rate (its column and the state's hparams), uniform sampling (a per-round draw), the
+    # ledger's cumulative bits; checkpoint_every=0: only the last round is checkpointed, and that is enough.
+    setting = [*TINY, 'eval_every=2', 'checkpoint_every=0', 'sampling=uniform', 'client_lr_schedule=inverse_sqrt',
+               'client_lr_schedule.timescale_rounds=1']
+    cli.train(compose_config([*setting, 'rounds=4']), tmp_path / 'longer')
+    cli.train(compose_config([*setting, 'rounds=2']), tmp_path / 'extended')
+    assert checkpoints.CheckpointStore(tmp_path / 'extended' / 'checkpoints').rounds() == [2]  # the last round's
+    outputs = cli.train(compose_config([*setting, 'rounds=4']), tmp_path / 'extended')
+    assert outputs.rounds_completed == 4
+    assert _tables(tmp_path / 'extended') == _tables(tmp_path / 'longer')
+    results = json.loads((tmp_path / 'extended' / 'results.json').read_text())
+    assert results['status'] == 'completed' and results['rounds_completed'] == 4
+    with pytest.raises(FedlabError, match='rounds=3 is fewer than the 4 rounds'):
+        cli.check_before_tensorflow(compose_config([*setting, 'rounds=3']), tmp_path / 'extended')
+
+
+def _rows(path):
+    with open(path, newline='') as f:
+        return list(csv.DictReader(f))
