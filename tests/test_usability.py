@@ -76,3 +76,29 @@ def test_a_finished_run_extended_equals_the_longer_run(tmp_path):
 def _rows(path):
     with open(path, newline='') as f:
         return list(csv.DictReader(f))
+
+
+# 4. fedlab-report.
+def test_report_shows_one_seed_without_a_spread_and_labels_centralized_without_an_aggregator(tmp_path):
+    from fedlab.reporting import report
+    from tests.test_report import _write_run
+
+    sweep = tmp_path / 'sweep'
+    _write_run(sweep / 'fed', model='cnn', aggregator='compression', accuracies=[0.5, 0.8])
+    _write_run(sweep / 'central', model='cnn', aggregator='mean', task='centralized', accuracies=[0.6, 0.9])
+    result = report.write_report(sweep, tmp_path / 'out')
+    assert set(result['groups']) == {'task=train aggregator=compression', 'task=centralized'}
+    markdown = (tmp_path / 'out' / 'report.md').read_text()
+    assert '| 0.8000 (n=1) |' in markdown and '± 0.0000 (n=1)' not in markdown
+
+
+@pytest.mark.parametrize('target', ['5', '0', '-0.1'])
+def test_report_refuses_a_target_outside_0_1_in_one_line(target, tmp_path, capsys):
+    from fedlab.reporting import report
+
+    with pytest.raises(SystemExit) as stopped:
+        report.main([str(tmp_path), '--target', target])
+    assert stopped.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    expected = f'fedlab-report: error: --target {float(target):g} is not allowed: an accuracy in (0, 1], e.g. 0.8'
+    assert lines == [expected]
