@@ -1,5 +1,6 @@
 """The `fedlab` command: Hydra composes the config, this module turns it into typed calls."""
 
+import contextlib
 import functools
 import os
 import pathlib
@@ -26,6 +27,24 @@ from fedlab.system import malloc_arenas, scratch_dirs
 # Hydra composes with the typed schema (config.yaml's defaults list names it). Importing the fedlab.conf package
 # registers it too, but `--info defaults` and `--info defaults-tree` compose without importing that package.
 schema.register()
+
+
+
+def command_beside_python(name: str) -> str:
+    """How this shell starts `name`, a command installed beside fedlab (--help's footer names TensorBoard): the bare
+    name when PATH finds this one (an active venv), else its path, relative to the current directory under it."""
+    import shutil
+
+    beside = pathlib.Path(sys.executable).parent / name  # the venv's bin/ (not resolved: python is a symlink)
+    found = shutil.which(name)
+    if found and pathlib.Path(found).resolve() == beside.resolve():
+        return name
+    with contextlib.suppress(ValueError):
+        return str(beside.relative_to(pathlib.Path.cwd()))
+    return str(beside)
+
+
+OmegaConf.register_new_resolver('command_beside_python', command_beside_python, replace=True)
 
 # TensorFlow and TFF take 10-13 s to import, so they are imported inside the task functions below:
 # --help, --cfg job and config errors answer without them.

@@ -102,3 +102,23 @@ def test_report_refuses_a_target_outside_0_1_in_one_line(target, tmp_path, capsy
     lines = capsys.readouterr().err.strip().splitlines()
     expected = f'fedlab-report: error: --target {float(target):g} is not allowed: an accuracy in (0, 1], e.g. 0.8'
     assert lines == [expected]
+
+
+# 3. The help's TensorBoard command.
+def test_help_footer_names_the_tensorboard_installed_beside_fedlab(monkeypatch, tmp_path):
+    import os
+    import sys
+
+    from hydra import compose, initialize_config_module
+
+    beside = pathlib.Path(sys.executable).parent / 'tensorboard'
+    assert os.access(beside, os.X_OK)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv('PATH', '/usr/bin:/bin')  # the venv not active: its path
+    assert cli.command_beside_python('tensorboard') == str(beside)
+    monkeypatch.setenv('PATH', f'{beside.parent}:/usr/bin:/bin')  # active: the bare name
+    assert cli.command_beside_python('tensorboard') == 'tensorboard'
+    monkeypatch.setenv('PATH', '/usr/bin:/bin')
+    with initialize_config_module('fedlab.conf', version_base='1.3'):
+        footer = compose('config', return_hydra_config=True).hydra.help.footer
+    assert f"'{beside} --logdir runs'" in footer and "'make tensorboard'" in footer
