@@ -66,6 +66,8 @@ def train(cfg: DictConfig, run_dir: pathlib.Path, run_info: dict | None = None):
             f' clients of data={data.name}'
         )
     config_checks.check_training_population(cfg.holdout_clients, cfg.clients_per_round, len(data.client_ids))
+    test_clients = len(data.test.client_ids)
+    config_checks.check_eval_clients(cfg.eval_clients, f'{test_clients} test clients of data={data.name}', test_clients)
     plan = experiment_plan(cfg, data, run_dir, run_info)
     # Train, evaluate and write the run directory, on this machine's TFF worker or remote ones (runtime).
     with instantiate(cfg.runtime).activate(client_inputs=cfg.client_inputs):

@@ -122,3 +122,42 @@ def test_help_footer_names_the_tensorboard_installed_beside_fedlab(monkeypatch, 
     with initialize_config_module('fedlab.conf', version_base='1.3'):
         footer = compose('config', return_hydra_config=True).hydra.help.footer
     assert f"'{beside} --logdir runs'" in footer and "'make tensorboard'" in footer
+
+
+# 6. Populations smaller than asked.
+def _leaf_with_writers(root: pathlib.Path, writers=('w0', 'w1')) -> pathlib.Path:
+    """LEAF json with `writers`, two examples each, in train/ and test/."""
+    data = {w: {'x': [[1.0] * 784, [0.0] * 784], 'y': [1, 2]} for w in writers}
+    text = json.dumps({'users': list(writers), 'num_samples': [2] * len(writers), 'user_data': data})
+    for split in ('train', 'test'):
+        (root / split).mkdir(parents=True)
+        (root / split / 'part_0.json').write_text(text)
+    return root
+
+
+def test_fewer_clients_than_data_num_clients_are_announced(capsys):
+    from fedlab.data import selection
+
+    assert selection.first_clients(['a', 'b', 'c'], 2, source='leaf') == ['a', 'b']
+    assert capsys.readouterr().out == ''
+    assert selection.first_clients(['a', 'b'], 10, source='leaf', what='writers in x') == ['a', 'b']
+    assert capsys.readouterr().out == 'leaf: data.num_clients=10, but there are only 2 writers in x: using all 2\n'
+
+
+def test_eval_clients_beyond_the_population_is_refused_before_tensorflow_where_known():
+    from fedlab.config import checks
+
+    config = OmegaConf.to_container(compose_config(['eval_clients=51']), resolve=True)
+    with pytest.raises(FedlabError, match=r'^eval_clients=51 is larger than the population: data.num_clients=50'):
+        checks.check_before_tensorflow(config)
+    checks.check_before_tensorflow(OmegaConf.to_container(compose_config(['eval_clients=50']), resolve=True))
+
+
+def test_leaf_with_fewer_writers_says_so_and_eval_clients_beyond_them_is_refused_at_load(tmp_path, capsys):
+    leaf = _leaf_with_writers(tmp_path / 'leaf')
+    overrides = ['data=leaf', f'data.path={leaf}', 'data.array_cache=null', 'data.num_clients=10',
+                 'clients_per_round=1', 'eval_clients=3']
+    with pytest.raises(FedlabError, match=r'^eval_clients=3 is larger than the population: 2 test clients of data='):
+        cli.train(compose_config(overrides), tmp_path / 'run')
+    assert f'leaf: data.num_clients=10, but there are only 2 writers in {leaf}: using all 2' in capsys.readouterr().out
+    assert not (tmp_path / 'run').exists()
