@@ -161,3 +161,12 @@ def test_leaf_with_fewer_writers_says_so_and_eval_clients_beyond_them_is_refused
         cli.train(compose_config(overrides), tmp_path / 'run')
     assert f'leaf: data.num_clients=10, but there are only 2 writers in {leaf}: using all 2' in capsys.readouterr().out
     assert not (tmp_path / 'run').exists()
+
+
+# 2. README's compression example compresses (the ratio itself: tests/test_ledger.py, 3.22 for fedavg_cnn on digits).
+def test_readme_compression_example_uses_a_model_that_compresses_on_digits():
+    from tests.conftest import REPO
+
+    examples = [line for line in (REPO / 'README.md').read_text().splitlines()
+                if line.startswith('    .venv/bin/fedlab model=') and 'aggregator=compression' in line]
+    assert examples and all('model=fedavg_cnn' in line and '3.22x' in line for line in examples)
