@@ -170,3 +170,33 @@ def test_readme_compression_example_uses_a_model_that_compresses_on_digits():
     examples = [line for line in (REPO / 'README.md').read_text().splitlines()
                 if line.startswith('    .venv/bin/fedlab model=') and 'aggregator=compression' in line]
     assert examples and all('model=fedavg_cnn' in line and '3.22x' in line for line in examples)
+
+
+# 5. The centralized baseline: the federated budget to the example, and a line per epoch.
+def test_matched_epochs_keep_the_fraction_and_the_last_epoch_trains_its_share():
+    from fedlab.run import centralized
+
+    # experiment=debug: 2 rounds x 3 of 10 clients x 1 epoch = 0.6 passes over the pooled data, not 1.
+    assert centralized.matched_epochs(rounds=2, clients_per_round=3, client_epochs=1, num_clients=10) == 0.6
+    assert centralized.matched_epochs(rounds=10, clients_per_round=10, client_epochs=5, num_clients=50) == 10
+    assert type(centralized.matched_epochs(rounds=10, clients_per_round=10, client_epochs=5, num_clients=50)) is int
+    assert centralized.epoch_sizes(0.6, 1439) == [863]
+    assert centralized.epoch_sizes(2.4, 1000) == [1000, 1000, 400]
+    assert centralized.epoch_sizes(3, 1000) == [1000] * 3
+    assert centralized.epoch_sizes(0.0001, 1000) == [1]  # a tiny budget still trains
+
+
+def test_centralized_with_a_fraction_of_an_epoch_trains_that_share_and_prints_each_epoch(tmp_path, capsys):
+    # TINY with 1 round of 1 epoch: 3 of 6 clients once = 0.5 passes over the pooled data.
+    from fedlab.run import centralized
+
+    cfg = compose_config([*TINY, 'rounds=1', 'client_epochs=1', 'task=centralized'])
+    cli.centralized(cfg, tmp_path)
+    pooled = json.loads((tmp_path / 'results.json').read_text())['centralized']['train_examples']
+    rows = _rows(tmp_path / 'metrics.csv')
+    assert [(int(r['round']), int(r['train_examples'])) for r in rows] == [(1, round(pooled / 2))]
+    assert int(rows[0]['train_batches']) == -(-round(pooled / 2) // cfg.batch_size)
+    out = capsys.readouterr().out
+    assert f'0.5 epochs (the last: {round(pooled / 2)} of {pooled} examples)' in out
+    assert f'epoch 1/1  train loss {float(rows[0]["train_loss"]):.4f}' in out
+    assert centralized.epoch_sizes(0.5, pooled) == [round(pooled / 2)]
