@@ -51,6 +51,25 @@ def test_more_rounds_are_refused_when_a_schedule_follows_rounds(tmp_path):
     assert _resumable(tmp_path / 'fixed', ['rounds=15', 'client_lr_schedule=exponential_decay']) == 10
 
 
+def test_fewer_rounds_than_done_is_one_line_exit_2_before_tensorflow(tmp_path):
+    import subprocess
+    import sys
+
+    _fake_checkpoint(tmp_path / 'run', 10, ['rounds=10'])
+    code = (
+        'import sys\nfrom fedlab import cli\n'
+        f'sys.argv = ["fedlab", "rounds=5", "hydra.run.dir={tmp_path / "run"}"]\n'
+        'try:\n    cli.main()\nexcept SystemExit as e:\n    code = e.code\nelse:\n    code = 0\n'
+        'print("RESULT", code, sum(m.split(".")[0] == "tensorflow" for m in sys.modules))\n'
+    )
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.rsplit('RESULT', 1)[1].split() == ['2', '0'], proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f'fedlab: error: rounds=5 is fewer than the 10 rounds {tmp_path / "run"} holds: a run is not cut back;'
+        ' use rounds>=10 to continue it, or a new run directory']
+    assert checkpoints.CheckpointStore(tmp_path / 'run' / 'checkpoints').rounds() == [10]
+
+
 def _tables(run_dir: pathlib.Path) -> dict[str, bytes]:
     return {name: (run_dir / name).read_bytes() for name in ('metrics.csv', 'clients.csv', 'clients_eval.csv')}
 
