@@ -99,16 +99,23 @@ def _rows(path):
 
 # 4. fedlab-report.
 def test_report_shows_one_seed_without_a_spread_and_labels_centralized_without_an_aggregator(tmp_path):
-    from fedlab.reporting import report
-    from tests.test_report import _write_run
+    from fedlab.reporting import markdown, runs
 
-    sweep = tmp_path / 'sweep'
-    _write_run(sweep / 'fed', model='cnn', aggregator='compression', accuracies=[0.5, 0.8])
-    _write_run(sweep / 'central', model='cnn', aggregator='mean', task='centralized', accuracies=[0.6, 0.9])
-    result = report.write_report(sweep, tmp_path / 'out')
-    assert set(result['groups']) == {'task=train aggregator=compression', 'task=centralized'}
-    markdown = (tmp_path / 'out' / 'report.md').read_text()
-    assert '| 0.8000 (n=1) |' in markdown and '± 0.0000 (n=1)' not in markdown
+    assert markdown.plus_minus(0.8, 0.0, 1) == '0.8000 (n=1)'
+    assert markdown.plus_minus(0.85, 0.0707, 2) == '0.8500 ± 0.0707 (n=2)'
+    from fedlab.reporting import privacy
+
+    row = {'group': 'g', 'noise_multiplier': 0.5, 'sampling_rate': 0.1, 'delta': 1e-3, 'rounds': 2, 'epsilon_rdp': 1.0,
+           'epsilon_pld': 0.9, 'seeds': 1, 'accuracy_mean': 0.8, 'accuracy_std': 0.0, 'best_accuracy_mean': 0.8}
+    assert '| 0.8000 | 0.8000 | 1 |' in privacy.markdown([row])
+    assert '| 0.8000 ± 0.1000 | 0.8000 | 2 |' in privacy.markdown([dict(row, seeds=2, accuracy_std=0.1)])
+    for name, task in [('fed', 'train'), ('central', 'centralized')]:  # results.json as fedlab writes it, in short
+        (tmp_path / name).mkdir()
+        choices = {'task': task, 'model': 'cnn', 'aggregator': 'compression' if task == 'train' else 'mean'}
+        (tmp_path / name / 'results.json').write_text(json.dumps(
+            {'status': 'completed', 'choices': choices, 'config': {'seed': 0, 'rounds': 2}}))
+    groups = runs.group_runs(runs.find_runs(tmp_path))
+    assert {g.label for g in groups} == {'task=train aggregator=compression', 'task=centralized'}
 
 
 @pytest.mark.parametrize('target', ['5', '0', '-0.1'])
