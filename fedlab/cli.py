@@ -287,6 +287,7 @@ def _run_job(cfg: DictConfig) -> float | None:
     except FedlabError as error:  # another process's run: say so, and touch nothing of it
         return job.refuse(error)
     try:
+        job.previous_record = rundir.hydra_record(run_dir)  # a run's own record, put back if this command is refused
         rundir.write_hydra_config(run_dir, cfg, hydra_cfg, run_info['overrides'])
         check_before_tensorflow(cfg, run_dir)
         run_info['seeds'] = seeds.derived_seeds(cfg.seed)  # after the checks: deriving loads numpy (~0.6 s)
@@ -309,6 +310,7 @@ class _Job:
         self.run_dir = run_dir
         self.in_sweep = in_sweep
         self.number = number
+        self.previous_record: dict[str, str] = {}  # the run directory's .hydra/ files before this job wrote its own
 
     def refuse(self, error: FedlabError) -> None:
         """The run directory belongs to another live process: nothing is written there."""
@@ -328,6 +330,7 @@ class _Job:
             message += f' (traceback in {self.run_dir / rundir.LOG_FILE})'
         if users_error and not self.in_sweep:
             rundir.remove_if_fresh(self.run_dir)  # bad input leaves no run directory behind
+            rundir.restore_hydra_record(self.run_dir, self.previous_record)  # nor changes a run's record
         else:
             _record_failure(self.run_dir, error, run_info)
         if not self.in_sweep and exit_code == 1:

@@ -56,6 +56,8 @@ def test_fewer_rounds_than_done_is_one_line_exit_2_before_tensorflow(tmp_path):
     import sys
 
     _fake_checkpoint(tmp_path / 'run', 10, ['rounds=10'])
+    (tmp_path / 'run' / '.hydra').mkdir()
+    (tmp_path / 'run' / '.hydra' / 'config.yaml').write_text('rounds: 10\n')  # the run's record, kept as it was
     code = (
         'import sys\nfrom fedlab import cli\n'
         f'sys.argv = ["fedlab", "rounds=5", "hydra.run.dir={tmp_path / "run"}"]\n'
@@ -68,6 +70,7 @@ def test_fewer_rounds_than_done_is_one_line_exit_2_before_tensorflow(tmp_path):
         f'fedlab: error: rounds=5 is fewer than the 10 rounds {tmp_path / "run"} holds: a run is not cut back;'
         ' use rounds>=10 to continue it, or a new run directory']
     assert checkpoints.CheckpointStore(tmp_path / 'run' / 'checkpoints').rounds() == [10]
+    assert (tmp_path / 'run' / '.hydra' / 'config.yaml').read_text() == 'rounds: 10\n'
 
 
 def _tables(run_dir: pathlib.Path) -> dict[str, bytes]:
