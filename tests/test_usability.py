@@ -2,6 +2,7 @@
 baseline's fair budget and progress, populations smaller than asked, the help's TensorBoard command."""
 
 import csv
+import functools
 import json
 import pathlib
 
@@ -15,47 +16,56 @@ from fedlab.record import checkpoints
 from tests.conftest import TINY, compose_config
 
 
-def _identity(overrides) -> dict:
+def _identity(overrides=(), **changes) -> dict:
+    """A run's identity, composed once per `overrides` (composing takes ~0.5 s), with top-level `changes`."""
+    return {**_composed_identity(tuple(overrides)), **changes}
+
+
+@functools.cache
+def _composed_identity(overrides: tuple) -> dict:
     return identity.run_identity(OmegaConf.to_container(compose_config(overrides), resolve=True))
 
 
-def _fake_checkpoint(run_dir: pathlib.Path, round_num: int, overrides) -> None:
-    """A checkpoint with its saved config only: enough for the config check, which needs no TensorFlow."""
-    saved = run_dir / 'checkpoints' / f'round_{round_num}'
-    saved.mkdir(parents=True)
-    (saved / checkpoints.CONFIG_FILE).write_text(json.dumps(_identity(overrides)))
+def _fake_checkpoint(run_dir: pathlib.Path, round_num: int, saved: dict) -> None:
+    """A checkpoint with its saved config (an identity) only: enough for the config check, which needs no TF."""
+    directory = run_dir / 'checkpoints' / f'round_{round_num}'
+    directory.mkdir(parents=True)
+    (directory / checkpoints.CONFIG_FILE).write_text(json.dumps(saved))
 
 
-def _resumable(run_dir: pathlib.Path, overrides) -> int:
-    return checkpoints.CheckpointStore(run_dir / 'checkpoints').resumable_round(_identity(overrides))
+def _resumable(run_dir: pathlib.Path, config: dict) -> int:
+    return checkpoints.CheckpointStore(run_dir / 'checkpoints').resumable_round(config)
 
 
 # 1. More rounds on a run directory.
 def test_more_rounds_continue_a_run_and_fewer_are_refused(tmp_path):
-    _fake_checkpoint(tmp_path, 10, ['rounds=10'])
-    assert _resumable(tmp_path, ['rounds=10']) == 10
-    assert _resumable(tmp_path, ['rounds=15']) == 10  # continues after round 10
+    _fake_checkpoint(tmp_path, 10, _identity(rounds=10))
+    assert _resumable(tmp_path, _identity(rounds=10)) == 10
+    assert _resumable(tmp_path, _identity(rounds=15)) == 10  # continues after round 10
     with pytest.raises(FedlabError, match=r'^rounds=5 is fewer than the 10 rounds .* holds'):
-        _resumable(tmp_path, ['rounds=5'])
+        _resumable(tmp_path, _identity(rounds=5))
     with pytest.raises(FedlabError, match=r'client_lr \(0.02 -> 0.5\)'):  # another change is still another run
-        _resumable(tmp_path, ['rounds=15', 'client_lr=0.5'])
+        _resumable(tmp_path, _identity(rounds=15, client_lr=0.5))
 
 
 def test_more_rounds_are_refused_when_a_schedule_follows_rounds(tmp_path):
-    schedule = ['client_lr_schedule=exponential_decay', 'client_lr_schedule.decay_rounds=${rounds}']
-    _fake_checkpoint(tmp_path, 10, ['rounds=10', *schedule])
+    saved = _identity(['client_lr_schedule=exponential_decay', 'client_lr_schedule.decay_rounds=${rounds}'])
+    assert saved['rounds'] == saved['client_lr_schedule']['decay_rounds'] == 10  # as the config resolves it
+    schedule = saved['client_lr_schedule']
+    _fake_checkpoint(tmp_path, 10, saved)
     with pytest.raises(FedlabError, match=r'client_lr_schedule\.decay_rounds follows rounds \(10 -> 15\)'):
-        _resumable(tmp_path, ['rounds=15', *schedule])
+        _resumable(tmp_path, {**saved, 'rounds': 15, 'client_lr_schedule': {**schedule, 'decay_rounds': 15}})
     # A schedule of its own number of rounds (the default: decay_rounds=500) is a function of the round alone.
-    _fake_checkpoint(tmp_path / 'fixed', 10, ['rounds=10', 'client_lr_schedule=exponential_decay'])
-    assert _resumable(tmp_path / 'fixed', ['rounds=15', 'client_lr_schedule=exponential_decay']) == 10
+    fixed = {**saved, 'client_lr_schedule': {**schedule, 'decay_rounds': 500}}
+    _fake_checkpoint(tmp_path / 'fixed', 10, fixed)
+    assert _resumable(tmp_path / 'fixed', {**fixed, 'rounds': 15}) == 10
 
 
 def test_fewer_rounds_than_done_is_one_line_exit_2_before_tensorflow(tmp_path):
     import subprocess
     import sys
 
-    _fake_checkpoint(tmp_path / 'run', 10, ['rounds=10'])
+    _fake_checkpoint(tmp_path / 'run', 10, _identity(rounds=10))
     (tmp_path / 'run' / '.hydra').mkdir()
     (tmp_path / 'run' / '.hydra' / 'config.yaml').write_text('rounds: 10\n')  # the run's record, kept as it was
     code = (
@@ -215,6 +225,7 @@ def test_matched_epochs_keep_the_fraction_and_the_last_epoch_trains_its_share():
     assert centralized.epoch_sizes(0.0001, 1000) == [1]  # a tiny budget still trains
 
 
+@pytest.mark.slow  # Keras trains (2-8 s): the default suite has no room; the epoch sizes are tested above
 def test_centralized_with_a_fraction_of_an_epoch_trains_that_share_and_prints_each_epoch(tmp_path, capsys):
     # TINY with 1 round of 1 epoch: 3 of 6 clients once = 0.5 passes over the pooled data.
     from fedlab.run import centralized
