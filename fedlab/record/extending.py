@@ -27,7 +27,7 @@ def with_rounds_of(saved: dict, current: dict, *, done: int, run_dir) -> dict:
         raise FedlabError(f'rounds={after} is fewer than the {done} rounds {run_dir} holds: a run is not cut back;'
                           f' use rounds>={done} to continue it, or a new run directory')
     extended = {**saved, ROUNDS: after}
-    following = [key for key in _changed_keys(extended, current) if _values(extended, current, key) == (before, after)]
+    following = [key for key, a, b in _changes(extended, current) if (a, b) == (before, after)]
     if following:
         raise FedlabError(f'rounds={after} cannot continue the {done} rounds {run_dir} holds:'
                           f' {", ".join(following)} follows rounds ({before} -> {after}), so the rounds done would'
@@ -35,24 +35,13 @@ def with_rounds_of(saved: dict, current: dict, *, done: int, run_dir) -> dict:
     return extended
 
 
-def _changed_keys(saved: dict, current: dict, prefix: str = '') -> list[str]:
-    """Dotted keys whose values differ between two nested dicts."""
-    changed = []
+def _changes(saved: dict, current: dict, prefix: str = '') -> list[tuple[str, object, object]]:
+    """(dotted key, saved value, current value) of every value that differs between two nested dicts."""
+    changes = []
     for key in sorted(set(saved) | set(current)):
         a, b = saved.get(key), current.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
-            changed += _changed_keys(a, b, f'{prefix}{key}.')
+            changes += _changes(a, b, f'{prefix}{key}.')
         elif a != b:
-            changed.append(f'{prefix}{key}')
-    return changed
-
-
-def _values(saved: dict, current: dict, dotted: str) -> tuple:
-    """The key's value in each (None where absent)."""
-    values = []
-    for config in (saved, current):
-        node = config
-        for part in dotted.split('.'):
-            node = node.get(part) if isinstance(node, dict) else None
-        values.append(node)
-    return tuple(values)
+            changes.append((f'{prefix}{key}', a, b))
+    return changes
