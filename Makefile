@@ -110,11 +110,16 @@ per-client: install  ## Per-client distribution, participation gap, finetune vs 
 	$(FEDLAB) -m experiment=per_client hydra.sweep.dir=$(PER_CLIENT_DIR) $(ARGS)
 	$(VENV)/bin/fedlab-report $(PER_CLIENT_DIR)
 
+# TensorBoard without its start-up noise: TensorFlow's CUDA/TensorRT lines (TF_CPP_MIN_LOG_LEVEL) and
+# pkg_resources' deprecation (PYTHONWARNINGS). LOGDIR=<dir> serves one directory instead of runs/ and multirun/, with
+# the loader the two use (--load_fast=false: no advisory note about TensorBoard's experimental data server).
 TB_PORT ?= 6006
-tensorboard: install  ## Serve the curves of runs/ and multirun/ at http://localhost:6006 (TB_PORT=... to change)
+LOGDIR ?=
+TB_LOGDIR = $(if $(LOGDIR),--logdir $(LOGDIR) --load_fast=false,--logdir_spec runs:runs,multirun:multirun)
+tensorboard: install  ## Serve the curves of runs/ and multirun/ at http://localhost:6006 (TB_PORT=..., LOGDIR=<one dir>)
 	@mkdir -p runs multirun
 	TF_CPP_MIN_LOG_LEVEL=3 PYTHONWARNINGS=ignore::UserWarning \
-		$(VENV)/bin/tensorboard --logdir_spec runs:runs,multirun:multirun --port $(TB_PORT)
+		$(VENV)/bin/tensorboard $(TB_LOGDIR) --port $(TB_PORT)
 
 # tracker=mlflow's default store (docs/trackers.md): mlruns/mlflow.db beside runs/ and multirun/, artifacts beside it.
 MLFLOW_PORT ?= 5000

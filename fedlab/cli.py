@@ -1,5 +1,6 @@
 """The `fedlab` command: Hydra composes the config, this module turns it into typed calls."""
 
+import contextlib
 import functools
 import os
 import pathlib
@@ -27,6 +28,24 @@ from fedlab.system import malloc_arenas, scratch_dirs
 # registers it too, but `--info defaults` and `--info defaults-tree` compose without importing that package.
 schema.register()
 
+
+
+def command_beside_python(name: str) -> str:
+    """How this shell starts `name`, a command installed beside fedlab (--help's footer names TensorBoard): the bare
+    name when PATH finds this one (an active venv), else its path, relative to the current directory under it."""
+    import shutil
+
+    beside = pathlib.Path(sys.executable).parent / name  # the venv's bin/ (not resolved: python is a symlink)
+    found = shutil.which(name)
+    if found and pathlib.Path(found).resolve() == beside.resolve():
+        return name
+    with contextlib.suppress(ValueError):
+        return str(beside.relative_to(pathlib.Path.cwd()))
+    return str(beside)
+
+
+OmegaConf.register_new_resolver('command_beside_python', command_beside_python, replace=True)
+
 # TensorFlow and TFF take 10-13 s to import, so they are imported inside the task functions below:
 # --help, --cfg job and config errors answer without them.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')  # TensorFlow's C++ start-up chatter (CUDA, TensorRT)
@@ -48,6 +67,8 @@ def train(cfg: DictConfig, run_dir: pathlib.Path, run_info: dict | None = None, 
             f' clients of data={data.name}'
         )
     config_checks.check_training_population(cfg.holdout_clients, cfg.clients_per_round, len(data.client_ids))
+    test_clients = len(data.test.client_ids)
+    config_checks.check_eval_clients(cfg.eval_clients, f'{test_clients} test clients of data={data.name}', test_clients)
     plan = experiment_plan(cfg, data, run_dir, run_info, tracking)
     # Train, evaluate and write the run directory, on this machine's TFF worker or remote ones (runtime).
     with instantiate(cfg.runtime).activate(client_inputs=cfg.client_inputs):
@@ -270,6 +291,7 @@ def _run_job(cfg: DictConfig) -> float | None:
         return job.refuse(error)
     tracking = trackers.RunTrackers()
     try:
+        job.previous_record = rundir.hydra_record(run_dir)  # a run's own record, put back if this command is refused
         rundir.write_hydra_config(run_dir, _without_null_tracker(cfg), hydra_cfg, run_info['overrides'])
         check_before_tensorflow(cfg, run_dir)
         run_info['seeds'] = seeds.derived_seeds(cfg.seed)  # after the checks: deriving loads numpy (~0.6 s)
@@ -330,6 +352,7 @@ class _Job:
         self.run_dir = run_dir
         self.in_sweep = in_sweep
         self.number = number
+        self.previous_record: dict[str, str] = {}  # the run directory's .hydra/ files before this job wrote its own
 
     def refuse(self, error: FedlabError) -> None:
         """The run directory belongs to another live process: nothing is written there."""
@@ -349,6 +372,7 @@ class _Job:
             message += f' (traceback in {self.run_dir / rundir.LOG_FILE})'
         if users_error and not self.in_sweep:
             rundir.remove_if_fresh(self.run_dir)  # bad input leaves no run directory behind
+            rundir.restore_hydra_record(self.run_dir, self.previous_record)  # nor changes a run's record
         else:
             _record_failure(self.run_dir, error, run_info)
         if not self.in_sweep and exit_code == 1:

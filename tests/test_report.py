@@ -83,7 +83,7 @@ def test_report_numbers(sweep, tmp_path):
         rows = list(csv.DictReader(f))
     assert [r['run'] for r in rows] == ['0_a', '1_b', '2_c'] and list(rows[0]) == report.COLUMNS
     markdown = (out / 'report.md').read_text()
-    assert '4.00x' in markdown and '| task=train aggregator=compression rounds=4 | 0.8800 ± 0.0000 (n=1) |' in markdown
+    assert '4.00x' in markdown and '| task=train aggregator=compression rounds=4 | 0.8800 (n=1) |' in markdown
     for name in result['figures']:
         assert (out / name).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
 

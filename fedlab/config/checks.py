@@ -42,6 +42,7 @@ def check_before_tensorflow(config: dict) -> None:
         )
     if isinstance(num_clients, int):
         check_training_population(config['holdout_clients'], config['clients_per_round'], num_clients)
+        check_eval_clients(config['eval_clients'], f'data.num_clients={num_clients}', num_clients)
     check_task(config)
     personalization(config)
     _check_system(config)
@@ -105,6 +106,14 @@ def _check_asynchronous(config: dict, system, name: str) -> None:
     if isinstance(training, int) and keys['concurrency'] > training:
         raise FedlabError(f'algorithm.concurrency={keys["concurrency"]} is larger than the population: '
                           f'data.num_clients={training}')
+
+
+def check_eval_clients(eval_clients: int | None, population_name: str, population: int) -> None:
+    """Raises FedlabError when `eval_clients` asks for more test clients than the population has (as
+    clients_per_round is: before TensorFlow when data.num_clients says it, else when the data is loaded)."""
+    if eval_clients is not None and eval_clients > population:
+        raise FedlabError(f'eval_clients={eval_clients} is larger than the population: {population_name}'
+                          f' (null evaluates every test client)')
 
 
 def check_training_population(holdout_clients: float, clients_per_round: int, population: int) -> None:

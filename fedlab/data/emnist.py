@@ -8,6 +8,7 @@ import sqlite3
 import tempfile
 import urllib.request
 
+from fedlab.data import selection
 from fedlab.data.cache import cache_lock
 from fedlab.errors import FedlabError
 
@@ -60,7 +61,7 @@ def load_emnist(
     train, test = tff.simulation.datasets.emnist.load_data(only_digits=bool(digits_only), cache_dir=str(cache))
     counts = {'train': _client_counts(database, train_split), 'test': _client_counts(database, test_split)}
     if num_clients is not None:
-        client_ids = list(train.client_ids)[:num_clients]
+        client_ids = selection.first_clients(train.client_ids, num_clients, source='emnist', what='writers')
         train = _only_clients(train, client_ids)
         test_ids = set(test.client_ids)
         test = _only_clients(test, [c for c in client_ids if c in test_ids])
@@ -107,7 +108,7 @@ def _from_arrays(database: pathlib.Path, splits: tuple[str, str], digits_only: b
                                           source=lambda _: str(database), drop=drop_nonfinite)
                    for clients, split in ((train, splits[0]), (test, splits[1])))
     client_ids = example_checks.nonempty(train)
-    client_ids = client_ids[:num_clients] if num_clients is not None else client_ids
+    client_ids = selection.first_clients(client_ids, num_clients, source='emnist', what='writers')
     test_ids = set(test.client_ids)
     return federated_data.FederatedData(
             name='emnist' + ('_digits' if digits_only else ''),

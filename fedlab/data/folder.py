@@ -4,7 +4,7 @@ import pathlib
 
 import numpy as np
 
-from fedlab.data import example_checks
+from fedlab.data import example_checks, selection
 from fedlab.data.arrays import ArrayClients, PixelCodes, image_table, splits_to_arrays
 from fedlab.errors import FedlabError
 
@@ -27,7 +27,9 @@ def load_folder(
         raise FedlabError(f'{root_path}: no such directory (data.root must hold <client_id>/<label>/*.png)')
     train_files = _list_images(root_path, skip={TEST_DIR})
     if num_clients is not None:
-        train_files = dict(sorted(train_files.items())[:num_clients])
+        kept = selection.first_clients(sorted(train_files), num_clients, source='folder',
+                                       what=f'client directories in {root_path}')
+        train_files = {client_id: train_files[client_id] for client_id in kept}
     test_root = root_path / TEST_DIR
     test_files = _list_images(test_root, skip=set()) if test_root.is_dir() else {}
     for client_id in list(test_files):

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from fedlab.data import example_checks
+from fedlab.data import example_checks, selection
 from fedlab.data.arrays import ArrayClients, PixelCodes, leaf_table, splits_to_arrays
 from fedlab.errors import FedlabError
 
@@ -72,9 +72,8 @@ def load_leaf(path: str, *, digits_only: bool = False, num_clients: int | None =
     client_ids = example_checks.nonempty(train)
     if digits_only:
         client_ids = [c for c, n in zip(client_ids, _digit_counts(train)) if n]
-    client_ids = sorted(client_ids)
-    if num_clients is not None:
-        client_ids = client_ids[:num_clients]
+    writers = f'writers{" with digits" if digits_only else ""} in {root}'
+    client_ids = selection.first_clients(sorted(client_ids), num_clients, source='leaf', what=writers)
     if not client_ids:
         raise FedlabError(f'{root / "train"}: no writer has {"digits" if digits_only else "examples"}')
     # Imported here: TensorFlow Federated is only loaded once a source is actually built.

@@ -12,7 +12,7 @@ import shutil
 import sys
 
 from fedlab.errors import FedlabError
-from fedlab.record import table_checks
+from fedlab.record import extending, table_checks
 from fedlab.run import interrupts
 from fedlab.system import malloc_arenas
 
@@ -84,7 +84,11 @@ class CheckpointStore:
             saved = self.saved_config(round_num)
         except (OSError, ValueError):
             return  # unreadable: a damaged checkpoint (`problem`)
-        differences = config_differences(saved, config) if isinstance(saved, dict) else []
+        if not isinstance(saved, dict):
+            return
+        # Another number of rounds continues the run (fedlab.record.extending); fewer rounds are refused there.
+        saved = extending.with_rounds_of(saved, config, done=round_num, run_dir=self._root.parent)
+        differences = config_differences(saved, config)
         if differences:
             raise FedlabError(
                 f'{self._root.parent} holds a run with a different config: {", ".join(differences)};'

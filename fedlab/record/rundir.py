@@ -70,6 +70,19 @@ def write_hydra_config(run_dir: pathlib.Path, task_config, hydra_config, overrid
         (directory / name).write_text(OmegaConf.to_yaml(node))
 
 
+def hydra_record(run_dir: pathlib.Path) -> dict[str, str]:
+    """The `.hydra/` files of a run directory, by name (none: {})."""
+    directory = run_dir / HYDRA_DIR
+    return {p.name: p.read_text() for p in directory.glob('*.yaml')} if directory.is_dir() else {}
+
+
+def restore_hydra_record(run_dir: pathlib.Path, record: dict[str, str]) -> None:
+    """Puts back the `.hydra/` files `hydra_record` read (a refused command must not rewrite a run's record)."""
+    if record and run_dir.is_dir():
+        for name, text in record.items():
+            (run_dir / HYDRA_DIR / name).write_text(text)
+
+
 def remove_if_fresh(run_dir: pathlib.Path) -> None:
     """Removes a run directory that holds nothing of a run: only what was written when the job started."""
     if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {HYDRA_DIR, LOG_FILE, LOCK_FILE}:

@@ -100,7 +100,10 @@ def fmt(value, digits: int = 4) -> str:
 
 
 def plus_minus(mean, std, seeds) -> str:
-    return '–' if mean is None else f'{mean:.4f} ± {std:.4f} (n={seeds})'
+    """`mean ± std (n=seeds)`; one seed has no spread to show: `mean (n=1)`."""
+    if mean is None:
+        return '–'
+    return f'{mean:.4f} (n=1)' if str(seeds) == '1' else f'{mean:.4f} ± {std:.4f} (n={seeds})'
 
 
 def mib(bits) -> float | None:

@@ -110,7 +110,9 @@ def markdown(rows: list[dict]) -> str:
         '|---|---|---|---|---|---|---|---|---|---|',
     ]
     for row in rows:
-        accuracy = '–' if row['accuracy_mean'] is None else f'{row["accuracy_mean"]:.4f} ± {row["accuracy_std"]:.4f}'
+        accuracy = '–' if row['accuracy_mean'] is None else f'{row["accuracy_mean"]:.4f}'
+        if row['accuracy_mean'] is not None and row['seeds'] > 1:  # one seed has no spread to show
+            accuracy += f' ± {row["accuracy_std"]:.4f}'
         best = '–' if row['best_accuracy_mean'] is None else f'{row["best_accuracy_mean"]:.4f}'
         lines.append(
             f'| {row["group"]} | {row["noise_multiplier"]} | {row["sampling_rate"]:.3g} | {row["delta"]:.3g} | '

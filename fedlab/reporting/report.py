@@ -67,6 +67,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not args.sweep_dir.is_dir():
         parser.error(f'{args.sweep_dir} is not a directory')
+    if args.target is not None and not 0 < args.target <= 1:  # an accuracy, not a percentage
+        print(f'fedlab-report: error: --target {args.target:g} is not allowed: an accuracy in (0, 1], e.g. 0.8',
+              file=sys.stderr)
+        raise SystemExit(2)
     out_dir = args.out or args.sweep_dir
     try:
         report = write_report(args.sweep_dir, out_dir, target=args.target)

@@ -226,15 +226,34 @@ def _refuse_repeated_seeds(group: Group) -> None:
 
 
 def _name(groups: list[Group]) -> None:
-    """Labels each group with the settings that tell it apart from the others (choices first)."""
+    """Labels each group with the settings that tell it apart from the others (choices first); a centralized group
+    only with the settings it reads (no aggregator, sampler, ...), unless two groups would then share a label."""
     keys = sorted({k for g in groups for k in g.experiment})
     differing = [k for k in keys if len({g.experiment.get(k) for g in groups}) > 1]
     choices = [f'choice.{k}' for k in NAMING_KEYS if f'choice.{k}' in differing]
     others = [k for k in differing if not k.startswith('choice.') and not _belongs_to_a_choice(k, choices)]
     for group in groups:
-        parts = [f'{k.removeprefix("choice.")}={group.experiment[k]}' for k in choices if k in group.experiment]
-        parts += [f'{k}={group.experiment[k]}' for k in others if k in group.experiment]
-        group.label = ' '.join(parts) or 'all runs'
+        shown = [k for k in choices + others if group.task != CENTRALIZED or _read_by_centralized(k)]
+        group.label = _label(group, shown)
+    labels = [g.label for g in groups]
+    for group in groups:
+        if labels.count(group.label) > 1:
+            group.label = _label(group, choices + others)
+
+
+def _label(group: Group, keys: list[str]) -> str:
+    parts = [f'{k.removeprefix("choice.")}={group.experiment[k]}' for k in keys if k in group.experiment]
+    return ' '.join(parts) or 'all runs'
+
+
+# What task=centralized reads (fedlab.cli.centralized): its model and data, its own keys, and the federated budget
+# and client optimizer its epochs and SGD are matched to. The rest (aggregator, sampling, ...) is federated only.
+CENTRALIZED_READS = ('task', 'data', 'model', 'rounds', 'clients_per_round', 'client_epochs', 'batch_size',
+                     'client_lr', 'client_momentum')
+
+
+def _read_by_centralized(key: str) -> bool:
+    return key.removeprefix('choice.').split('.')[0] in CENTRALIZED_READS
 
 
 def _belongs_to_a_choice(key: str, choice_keys: list[str]) -> bool:

@@ -1,6 +1,7 @@
 """Centralized baseline: the same Keras model trained with SGD on all clients' data pooled in one place."""
 
 import dataclasses
+import fractions
 import math
 import pathlib
 import time
@@ -21,7 +22,7 @@ CURVES_PNG = 'curves.png'
 class CentralizedConfig:
     """Keras SGD on the pooled data: as many epochs, the same batch size and step size as the clients use."""
 
-    epochs: int
+    epochs: int | float  # a fraction: the last epoch trains that share of the pooled examples (matched_epochs)
     batch_size: int = 20
     learning_rate: float = 0.02
     momentum: float = 0.0
@@ -37,14 +38,25 @@ class RunOutputs:
     final_eval: dict[str, dict[str, float]]
 
 
-def matched_epochs(*, rounds: int, clients_per_round: int, client_epochs: int, num_clients: int) -> int:
+def matched_epochs(*, rounds: int, clients_per_round: int, client_epochs: int, num_clients: int) -> int | float:
     """Epochs over the pooled data with as many example-passes as the federated run makes.
 
     Each round, `clients_per_round` of `num_clients` clients (on average that share of the pooled data) each
     pass over their data `client_epochs` times, so R rounds make R x clients_per_round x client_epochs /
-    num_clients passes over the pooled data (rounded, at least 1).
+    num_clients passes over the pooled data: an int when whole, else a float (e.g. 0.6: `experiment=debug`'s 2
+    rounds x 3 of 10 clients x 1 epoch), whose last epoch trains that share of the examples (`epoch_sizes`);
+    rounding 0.6 up to 1 would give the centralized side 1.7 times the federated budget.
     """
-    return max(1, round(rounds * clients_per_round * client_epochs / num_clients))
+    passes = fractions.Fraction(rounds * clients_per_round * client_epochs, num_clients)
+    return int(passes) if passes.denominator == 1 else float(passes)
+
+
+def epoch_sizes(epochs: int | float, examples: int) -> list[int]:
+    """The examples each epoch trains: every one of `examples` per whole epoch, then the fraction's share of them
+    (at least one example, so that a tiny budget still trains)."""
+    whole = math.floor(epochs)
+    last = round((epochs - whole) * examples)
+    return [examples] * whole + ([max(1, last)] if epochs > whole and (last or not whole) else [])
 
 
 def pooled_arrays(client_data) -> tuple[np.ndarray, np.ndarray]:
@@ -60,11 +72,12 @@ def pooled_arrays(client_data) -> tuple[np.ndarray, np.ndarray]:
 class _EpochRecorder(tf.keras.callbacks.Callback):
     """Writes each epoch to metrics.csv, timing.csv and TensorBoard as soon as it ends, like a federated round."""
 
-    def __init__(self, run_dir: pathlib.Path, *, num_clients: int, counts: dict[str, tuple[int, int]]):
+    def __init__(self, run_dir: pathlib.Path, *, num_clients: int, counts: dict[str, tuple[int, int]], epochs: int):
         super().__init__()
         self.rows: list[dict] = []
         self._num_clients = num_clients
-        self._counts = counts  # population -> (examples, batches) per epoch
+        self.counts = counts  # population -> (examples, batches) per epoch (a partial last epoch sets its own)
+        self._epochs = epochs  # epochs in all, a partial last one included: the progress lines' "epoch 3/10"
         self._metrics = tables.CsvTable(run_dir / 'metrics.csv', tables.metrics_columns(POPULATIONS))
         self._timing = tables.CsvTable(run_dir / 'timing.csv', tables.TIMING_COLUMNS)
         self._tensorboard = tables.TensorBoardLogger(run_dir / 'tensorboard')
@@ -78,7 +91,7 @@ class _EpochRecorder(tf.keras.callbacks.Callback):
         populations = {'train': '', EVAL: 'val_'}
         row = {'round': epoch_num, 'clients': self._num_clients}
         for population, prefix in populations.items():
-            examples, batches = self._counts[population]
+            examples, batches = self.counts[population]
             metrics = {
                 'loss': float(logs[f'{prefix}loss']),
                 'accuracy': float(logs[f'{prefix}accuracy']),
@@ -88,8 +101,10 @@ class _EpochRecorder(tf.keras.callbacks.Callback):
             row.update({f'{population}_{k}': v for k, v in metrics.items()})
             self._tensorboard.write(epoch_num, population, metrics)
         self._metrics.write(row)
-        self._timing.write({'round': epoch_num, 'train_seconds': time.perf_counter() - self._started, 'eval_seconds': 0})
+        seconds = time.perf_counter() - self._started
+        self._timing.write({'round': epoch_num, 'train_seconds': seconds, 'eval_seconds': 0})
         self.rows.append(row)
+        print(_progress_line(row, epoch_num, self._epochs, seconds))
 
     def close(self):
         self._metrics.close()
@@ -113,9 +128,12 @@ def train_and_evaluate(
     tf.keras.utils.set_random_seed(config.seed)  # the epoch shuffles
     x_train, y_train = pooled_arrays(data.train)
     x_test, y_test = pooled_arrays(data.test)
+    sizes = epoch_sizes(config.epochs, len(x_train))
+    partial = f' (the last: {sizes[-1]} of {len(x_train)} examples)' if sizes[-1] < len(x_train) else ''
     print(
-        f'centralized: {len(x_train)} pooled training examples, {config.epochs} epochs of batch {config.batch_size}, '
-        f'SGD learning rate {config.learning_rate}; evaluating on {len(x_test)} pooled held-out examples'
+        f'centralized: {len(x_train)} pooled training examples, {config.epochs} epochs{partial} of batch '
+        f'{config.batch_size}, SGD learning rate {config.learning_rate}; evaluating on {len(x_test)} pooled held-out '
+        'examples'
     )
     model.compile(
         optimizer=tf.keras.optimizers.SGD(learning_rate=config.learning_rate, momentum=config.momentum),
@@ -131,22 +149,21 @@ def train_and_evaluate(
             'train': (len(x_train), math.ceil(len(x_train) / config.batch_size)),
             EVAL: (len(x_test), math.ceil(len(x_test) / config.batch_size)),
         },
+        epochs=len(sizes),
     )
     tables.write_hparams(run_dir / 'tensorboard', tables.hparams_from_run_info(run_info))
     results = _Results(run_dir, started=started, data=data, model=model, config=config, run_info=run_info,
                        examples={'train_examples': len(x_train), 'test_examples': len(x_test)})
+    fit = dict(batch_size=config.batch_size, shuffle=True, validation_data=(x_test, y_test),
+               validation_batch_size=config.batch_size, callbacks=[recorder], verbose=0)
+    whole = sum(1 for size in sizes if size == len(x_train))
     try:
-        model.fit(
-            x_train,
-            y_train,
-            batch_size=config.batch_size,
-            epochs=config.epochs,
-            shuffle=True,
-            validation_data=(x_test, y_test),
-            validation_batch_size=config.batch_size,
-            callbacks=[recorder],
-            verbose=0 if config.epochs > 1 else 2,
-        )
+        if whole:
+            model.fit(x_train, y_train, epochs=whole, **fit)
+        if len(sizes) > whole:  # a fraction of an epoch: a seeded share of the examples, once
+            chosen = np.sort(np.random.default_rng(config.seed).permutation(len(x_train))[: sizes[-1]])
+            recorder.counts['train'] = (sizes[-1], math.ceil(sizes[-1] / config.batch_size))
+            model.fit(x_train[chosen], y_train[chosen], initial_epoch=whole, epochs=whole + 1, **fit)
     except BaseException as error:
         recorder.close()
         results.write(recorder.rows, error)
@@ -205,6 +222,14 @@ class _Results:
             },
         )
         return outputs
+
+
+def _progress_line(row: dict, epoch_num: int, epochs: int, seconds: float) -> str:
+    """One line per epoch, as federated rounds print theirs (fedlab.run.observers.ProgressPrinter)."""
+    from fedlab.run.observers import metrics_text
+
+    line = f'epoch {epoch_num:>{len(str(epochs))}}/{epochs}  train {metrics_text(_population(row, "train"))}'
+    return line + f'  | {EVAL} {metrics_text(_population(row, EVAL))}  ({seconds:.2f} s)'
 
 
 def _population(row: dict, population: str) -> dict[str, float]:
