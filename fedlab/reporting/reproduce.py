@@ -99,7 +99,7 @@ def render(preset: str, paper: dict, result: dict) -> str:
         f'({", ".join(f"{a:.4f}" for a in result["accuracies"])}), data={data}, {rounds} rounds',
     ]
     if paper['accuracy'] is None:
-        lines.append(f'  paper:    unknown (not found; {paper["source"]})')
+        lines.append(f'  paper:    unknown: no number stated ({paper["source"]})')
     else:
         lines.append(f'  paper:    {paper["accuracy"]:.4f} ({paper["source"]}); measured - paper: '
                      f'{mean - paper["accuracy"]:+.4f}')
