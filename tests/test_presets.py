@@ -58,6 +58,7 @@ def _fake_run(directory, *, seed, accuracy, data='leaf', status='completed', rou
     results = {'status': status, 'choices': {'task': 'train', 'data': data}, 'config': {'seed': seed},
                'rounds_completed': rounds, 'final_eval': {'eval': {'accuracy': accuracy}}}  # fmt: skip
     (directory / 'results.json').write_text(json.dumps(results))
+    (directory / 'metrics.csv').write_text('round\n')  # a completed run has its table (else the report skips it)
 
 
 def _report(argv, capsys) -> tuple[int, str, str]:

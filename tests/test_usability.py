@@ -27,10 +27,12 @@ def _composed_identity(overrides: tuple) -> dict:
 
 
 def _fake_checkpoint(run_dir: pathlib.Path, round_num: int, saved: dict) -> None:
-    """A checkpoint with its saved config (an identity) only: enough for the config check, which needs no TF."""
+    """A checkpoint with its saved config (an identity) and its manifest only: enough for the config check, which
+    needs no TF."""
     directory = run_dir / 'checkpoints' / f'round_{round_num}'
     directory.mkdir(parents=True)
     (directory / checkpoints.CONFIG_FILE).write_text(json.dumps(saved))
+    checkpoints.write_manifest(directory)
 
 
 def _resumable(run_dir: pathlib.Path, config: dict) -> int:
@@ -127,6 +129,7 @@ def test_report_shows_one_seed_without_a_spread_and_labels_centralized_without_a
         choices = {'task': task, 'model': 'cnn', 'aggregator': 'compression' if task == 'train' else 'mean'}
         (tmp_path / name / 'results.json').write_text(json.dumps(
             {'status': 'completed', 'choices': choices, 'config': {'seed': 0, 'rounds': 2}}))
+        (tmp_path / name / 'metrics.csv').write_text('round\n')  # a completed run has its table (else: skipped)
     groups = runs.group_runs(runs.find_runs(tmp_path))
     assert {g.label for g in groups} == {'task=train aggregator=compression', 'task=centralized'}
 
