@@ -1,5 +1,6 @@
 """The `fedlab` command: Hydra composes the config, this module turns it into typed calls."""
 
+import errno
 import functools
 import os
 import pathlib
@@ -447,6 +448,10 @@ def main() -> None:
             if launchers.no_trial_completed(error):
                 print('fedlab: error: no Optuna trial completed; the failed jobs are listed above', file=sys.stderr)
                 raise SystemExit(1) from None
+            if isinstance(error, OSError) and error.errno == errno.ENAMETOOLONG:  # a sweep job's directory (Hydra's)
+                print(f'fedlab: error: {shortened(str(error.filename))}: name too long; a sweep names its jobs\' '
+                      'directories after their overrides: set hydra.sweep.subdir=${hydra.job.num}', file=sys.stderr)
+                raise SystemExit(2) from None
             if user_wants_full_errors or not _is_config_error(error):
                 raise
             print(f'fedlab: error: {shortened(one_line(error))}', file=sys.stderr)

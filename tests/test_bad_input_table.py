@@ -36,6 +36,9 @@ BAD_PATHS_AND_VALUES = [
     ('resume and another run dir', ['resume={tmp}/old_run', 'hydra.run.dir={tmp}/new_run'],
      'name two directories'),
     ('sweep dir is a file', ['-m', 'hydra.sweep.dir={tmp}/a_file', 'rounds=1,2'], 'hydra.sweep.dir='),
+    ('sweep job dir name too long', ['-m', 'hydra.sweep.dir={tmp}/sweep', 'data=leaf',
+                                     'data.path={tmp}/' + 'b' * 300 + ',{tmp}/nowhere'],
+     'name too long; a sweep names its jobs\' directories after their overrides'),
     ('sweep preset without -m', ['experiment=compare'], 'experiment=compare is a sweep (over model, aggregator)'),
     # Values at any key (fedlab.config.values).
     ('nan', ['aggregator=dp', 'aggregator.noise_multiplier=nan'], 'aggregator.noise_multiplier=nan is not allowed'),
