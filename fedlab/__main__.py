@@ -1,20 +1,16 @@
 """The `fedlab` command's entry point (and `python -m fedlab`): Ctrl-C and SIGTERM are fedlab's from the first
 instant. Importing fedlab.cli (Hydra, OmegaConf) takes about a second, during which Python's default handler would
-print a KeyboardInterrupt traceback; fedlab.cli.main installs the run's handlers (fedlab.run.interrupts) once
-imported."""
+print a KeyboardInterrupt traceback from inside the import; here the signal is only recorded, and fedlab.cli.main
+exits with 130 (143) as soon as it installs the run's handlers (fedlab.run.interrupts.handled)."""
 
-import os
 import signal
 
-
-def _stopped_while_starting(signum, frame) -> None:
-    """Nothing has started yet (no file written, no worker): exit as an interrupted run does, without a traceback."""
-    os._exit(128 + signum)
+from fedlab.run import interrupts
 
 
 def main() -> None:
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, _stopped_while_starting)
+    for signum in interrupts.SIGNALS:
+        signal.signal(signum, interrupts.remember)
     from fedlab import cli
 
     cli.main()

@@ -445,6 +445,7 @@ def main() -> None:
             print(f'fedlab: error: {shortened(str(error))}', file=sys.stderr)
             raise SystemExit(2) from None
         except Exception as error:
+            interrupts.raise_if_requested()  # a Ctrl-C inside Hydra's composition, wrapped as a config error
             if launchers.no_trial_completed(error):
                 print('fedlab: error: no Optuna trial completed; the failed jobs are listed above', file=sys.stderr)
                 raise SystemExit(1) from None

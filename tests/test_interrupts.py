@@ -99,3 +99,13 @@ def test_a_ctrl_c_lost_in_a_finalizer_prints_no_ignored_exception(monkeypatch):
             InterruptedWhileFinalized()
             interrupts.raise_if_requested()
     assert exit_info.value.code == 130 and unraisable == []
+
+
+def test_a_signal_before_the_handlers_is_remembered_and_stops_the_body_before_it_starts():
+    """fedlab.__main__ records a Ctrl-C that arrives while the CLI is imported (never raised inside the import)."""
+    interrupts.remember(signal.SIGINT, None)
+    started = False
+    with pytest.raises(SystemExit) as exit_info:
+        with interrupts.handled():
+            started = True
+    assert exit_info.value.code == 130 and not started and not interrupts.stop_requested()

@@ -48,6 +48,12 @@ def _on_signal(signum, frame) -> None:
         raise _exception(signum)
 
 
+def remember(signum, frame) -> None:
+    """The handler before `handled` is installed (fedlab.__main__, while Python imports the CLI): the signal is only
+    recorded, never raised inside a library's import, and `handled` honours it as soon as it starts."""
+    _State.received.append(signum)
+
+
 def stop_requested() -> bool:
     return bool(_State.received)
 
@@ -107,6 +113,7 @@ def handled(*, process_exits: bool = False):
     sys.unraisablehook = functools.partial(_quiet_about_signals, previous_hook)
     stopped = False
     try:
+        raise_if_requested()  # a signal `remember` recorded before the handlers were installed
         yield
     except Terminated:
         stopped = True
