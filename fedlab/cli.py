@@ -1,6 +1,7 @@
 """The `fedlab` command: Hydra composes the config, this module turns it into typed calls."""
 
 import contextlib
+import errno
 import functools
 import os
 import pathlib
@@ -17,8 +18,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from fedlab import seeds, sweep
 from fedlab.config import checks as config_checks
-from fedlab.config import components, efficiency, identity, launchers, schema
-from fedlab.errors import FedlabError, RunStopped
+from fedlab.config import components, efficiency, identity, launchers, schema, values
+from fedlab.errors import FedlabError, RunStopped, shortened
 from fedlab.privacy import checks as privacy_checks
 from fedlab.record import checkpoints, rundir, trackers
 from fedlab.run import interrupts, worker_processes
@@ -197,12 +198,43 @@ def load_data(cfg: DictConfig):
             raise FedlabError(f'data={cfg.data._target_.split(".")[-2]} needs data.{key}=<directory>')
         if cfg.data.get(key) is not None:
             paths[key] = to_absolute_path(os.path.expanduser(str(cfg.data[key])))
+    _check_data_source(cfg.data._target_, [k for k in cfg.data if not str(k).startswith('_')])
     try:
-        return instantiate(cfg.data, **paths)
+        data = instantiate(cfg.data, **paths)
     except InstantiationException as error:  # Hydra wraps what the loader raised; a FedlabError is for the user
         if isinstance(error.__cause__, FedlabError):
             raise error.__cause__ from None
         raise
+    interrupts.raise_if_requested()  # a Ctrl-C that Python swallowed while TensorFlow loaded (interrupts.handled)
+    federated_data = sys.modules.get('fedlab.data.federated_data')  # loaded by every data source fedlab has
+    if federated_data is None or not isinstance(data, federated_data.FederatedData):
+        raise FedlabError(f'data._target_={cfg.data._target_} is not a data source: it returned a '
+                          f'{type(data).__name__}, not FederatedData (fedlab/data)')
+    return data
+
+
+def _check_data_source(target: str, keys: list[str]) -> None:
+    """Raises FedlabError unless `target` (data._target_) names a callable that takes the data group's `keys`: a
+    mistyped target (e.g. os.getcwd) is refused in one line, before TensorFlow loads if its module does not load it."""
+    import inspect
+
+    from hydra.utils import get_object
+
+    try:
+        source = get_object(target)
+    except ImportError as error:
+        raise FedlabError(f'data._target_={target}: {_first_line(error)}') from None
+    if not callable(source):
+        raise FedlabError(f'data._target_={target} is not a data source: not a callable')
+    try:
+        signature = inspect.signature(source)
+    except (TypeError, ValueError):  # a callable without a signature to read: calling it tells
+        return
+    try:
+        signature.bind(**dict.fromkeys(keys))
+    except TypeError as error:
+        raise FedlabError(f'data._target_={target} is not a data source: it does not take the data keys '
+                          f'{", ".join(keys)} ({error})') from None
 
 
 def explore(cfg: DictConfig, run_dir: pathlib.Path, run_info: dict | None = None) -> None:
@@ -381,9 +413,9 @@ class _Job:
 
     def _report(self, message: str, exit_code: int) -> None:
         if self.in_sweep:  # the sweep goes on; sweep.SweepSummary lists the job at the end
-            print(f'fedlab: job {self.number} failed: {message}', file=sys.stderr)
+            print(f'fedlab: job {self.number} failed: {shortened(message)}', file=sys.stderr)
             return None
-        print(f'fedlab: error: {message}', file=sys.stderr)
+        print(f'fedlab: error: {shortened(message)}', file=sys.stderr)
         raise SystemExit(exit_code)
 
 
@@ -445,6 +477,22 @@ def _is_config_error(error: BaseException) -> bool:
     return isinstance(error, (HydraException, OmegaConfBaseException))
 
 
+def check_printed_config(argv: list[str]) -> None:
+    """`fedlab --cfg job|all` prints the config without running the job: the config's checks then run here, so the
+    printed config is one that `fedlab` would accept (the run directory is not checked: nothing will be written)."""
+    from hydra import compose, initialize_config_module
+    from hydra._internal.utils import get_args_parser
+    from hydra.core.global_hydra import GlobalHydra
+
+    args, _ = get_args_parser().parse_known_args(argv)
+    if args.cfg not in ('job', 'all') or args.multirun:
+        return
+    GlobalHydra.instance().clear()
+    with initialize_config_module('fedlab.conf', version_base='1.3'):
+        cfg = compose(args.config_name or 'config', overrides=args.overrides)
+    config_checks.check_before_tensorflow(OmegaConf.to_container(cfg, resolve=True))
+
+
 def main() -> None:
     """Console entry point: runs Hydra, then stops TFF's worker process however the run ended."""
     sys.stdout.reconfigure(line_buffering=True)  # round lines reach a log file or pipe as they happen
@@ -456,14 +504,24 @@ def main() -> None:
     os.environ['HYDRA_FULL_ERROR'] = '1'
     with interrupts.handled(process_exits=True), worker_processes.worker_cleanup():
         try:
+            values.check_overrides(sys.argv[1:])  # an integer too long for Hydra's parser
             _hydra_main()
+            check_printed_config(sys.argv[1:])
+        except (FedlabError, launchers.Refused) as error:  # checks before Hydra creates the run directory, --cfg's
+            print(f'fedlab: error: {shortened(str(error))}', file=sys.stderr)
+            raise SystemExit(2) from None
         except Exception as error:
+            interrupts.raise_if_requested()  # a Ctrl-C inside Hydra's composition, wrapped as a config error
             if launchers.no_trial_completed(error):
                 print('fedlab: error: no Optuna trial completed; the failed jobs are listed above', file=sys.stderr)
                 raise SystemExit(1) from None
+            if isinstance(error, OSError) and error.errno == errno.ENAMETOOLONG:  # a sweep job's directory (Hydra's)
+                print(f'fedlab: error: {shortened(str(error.filename))}: name too long; a sweep names its jobs\' '
+                      'directories after their overrides: set hydra.sweep.subdir=${hydra.job.num}', file=sys.stderr)
+                raise SystemExit(2) from None
             if user_wants_full_errors or not _is_config_error(error):
                 raise
-            print(f'fedlab: error: {one_line(error)}', file=sys.stderr)
+            print(f'fedlab: error: {shortened(one_line(error))}', file=sys.stderr)
             raise SystemExit(2) from None
         if sweep.failed_jobs:
             raise SystemExit(1)

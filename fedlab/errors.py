@@ -5,6 +5,7 @@ results.json); 2 bad input (FedlabError); 3 training diverged; 4 a TFF worker se
 SIGTERM.
 """
 
+import re
 import traceback
 
 from fedlab.run import interrupts
@@ -37,6 +38,12 @@ class WorkerLost(RunStopped):
 
     exit_code = 4
     status = 'failed'
+
+
+def shortened(message: str, limit: int = 80) -> str:
+    """`message` with every word longer than `limit` characters cut, the cut marked with an ellipsis: a value of
+    100,000 characters (a path given by mistake) still makes one readable line that names its key."""
+    return re.sub(r'\S{%d,}' % (limit + 1), lambda word: word.group()[: limit - 3] + '...', message)
 
 
 def run_status(error: BaseException | None) -> str:

@@ -3,6 +3,7 @@ one stops at once, and sections that must not be cut finish first."""
 
 import os
 import signal
+import sys
 
 import pytest
 
@@ -81,3 +82,30 @@ def test_handlers_are_restored_and_requests_forgotten_after_the_body():
             _send()
             interrupts.raise_if_requested()
     assert signal.getsignal(signal.SIGINT) is before and not interrupts.stop_requested()
+
+
+def test_a_ctrl_c_lost_in_a_finalizer_prints_no_ignored_exception(monkeypatch):
+    """JAX's gc callback, running while TensorFlow loads, swallowed a Ctrl-C with "Exception ignored ...
+    KeyboardInterrupt" on stderr (Python's unraisable hook): the signal is recorded and honoured, so the hook is not
+    given it."""
+    class InterruptedWhileFinalized:
+        def __del__(self):
+            _send()
+
+    unraisable = []
+    monkeypatch.setattr(sys, 'unraisablehook', unraisable.append)  # what prints "Exception ignored"
+    with pytest.raises(SystemExit) as exit_info:
+        with interrupts.handled():
+            InterruptedWhileFinalized()
+            interrupts.raise_if_requested()
+    assert exit_info.value.code == 130 and unraisable == []
+
+
+def test_a_signal_before_the_handlers_is_remembered_and_stops_the_body_before_it_starts():
+    """fedlab.__main__ records a Ctrl-C that arrives while the CLI is imported (never raised inside the import)."""
+    interrupts.remember(signal.SIGINT, None)
+    started = False
+    with pytest.raises(SystemExit) as exit_info:
+        with interrupts.handled():
+            started = True
+    assert exit_info.value.code == 130 and not started and not interrupts.stop_requested()

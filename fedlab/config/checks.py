@@ -13,7 +13,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate, to_absolute_path
 
 from fedlab.algorithms.schedules import LearningRates
-from fedlab.config import combinations, components, efficiency, schema
+from fedlab.config import combinations, components, efficiency, schema, values
 from fedlab.errors import FedlabError
 from fedlab.heterogeneity import settings as system_settings
 from fedlab.privacy import checks as privacy_checks
@@ -26,11 +26,12 @@ ALGORITHM_GROUPS = ('algorithm', 'client_optimizer', 'server_optimizer', 'client
 def check_before_tensorflow(config: dict) -> None:
     """Raises FedlabError for the first problem of `config` (the resolved config as plain containers) found without
     data or TensorFlow; prints the warnings of DP's assumptions to stderr."""
+    values.check_numbers(config)  # NaN, infinity, integers beyond int64: at any key
     schema.check_ranges({k: v for k, v in config.items() if not isinstance(v, dict)})
     for group in ('data', 'model', 'aggregator', 'sampling', *ALGORITHM_GROUPS):
         target = config[group].get('_target_') if config[group] is not None else None
         module = target.rpartition('.')[0] if target else ''
-        if target and (not module or importlib.util.find_spec(module) is None):  # finds, does not import
+        if target and not _module_exists(module):
             raise FedlabError(f'{group}._target_={target}: no such module {module!r}')
     for warning in privacy_checks.check(config):  # DP's assumptions
         print(f'fedlab: warning: {warning}', file=sys.stderr)
@@ -52,12 +53,23 @@ def check_before_tensorflow(config: dict) -> None:
         value = config['data'].get(key)
         if key != 'cache_dir' and value is not None and value != MISSING:
             path = pathlib.Path(to_absolute_path(os.path.expanduser(str(value))))
-            if not path.exists():
-                raise FedlabError(f'data.{key}={value}: no such file or directory')
+            try:
+                path.stat()
+            except OSError as error:  # absent, a name too long, under a file
+                reason = 'no such file or directory' if isinstance(error, FileNotFoundError) else error.strerror
+                raise FedlabError(f'data.{key}={value}: {reason}') from None
     combinations.check(config)  # what fits together (fedlab.algorithms)
     learning_rates(config)  # the schedules check their own values
     efficiency.settings(config)  # rounds per call, packed clients
     instantiate(config['runtime']).check(client_inputs=config['client_inputs'])  # runtime=remote: workers, inputs
+
+
+def _module_exists(module: str) -> bool:
+    """Whether `module` can be imported, found without importing it (a missing parent package too: `a.b`)."""
+    try:
+        return bool(module) and importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _check_system(config: dict) -> None:

@@ -133,8 +133,9 @@ TABLE: tuple[Component, ...] = (
     Component('fedlab.data.emnist.load_emnist', 'data', 'emnist'),
     Component('fedlab.data.folder.load_folder', 'data', 'folder'),
     Component('fedlab.data.leaf.load_leaf', 'data', 'leaf'),
-    # hydra.callbacks: fedlab/sweep.py
+    # hydra.callbacks: fedlab/sweep.py, fedlab/config/launchers.py
     Component('fedlab.sweep.SweepSummary', 'callback', 'sweep_summary'),
+    Component('fedlab.config.launchers.StartChecks', 'callback', 'start_checks'),
 )
 
 # A `_target_` a run directory may have stored -> where that component is now. Runs written before a move keep

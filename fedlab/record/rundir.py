@@ -31,8 +31,11 @@ class RunDirectoryLock:
 
     def acquire(self) -> None:
         """Takes the lock, or raises FedlabError naming the process that holds it."""
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:  # check_run_dir foresees these; a directory changed since is reported the same way
+            raise FedlabError(f'{self._path.parent}: {error.strerror}') from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -85,6 +88,8 @@ def restore_hydra_record(run_dir: pathlib.Path, record: dict[str, str]) -> None:
 
 def remove_if_fresh(run_dir: pathlib.Path) -> None:
     """Removes a run directory that holds nothing of a run: only what was written when the job started."""
+    if run_dir.resolve() == pathlib.Path.cwd().resolve():  # never the directory fedlab was started from
+        return
     if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {HYDRA_DIR, LOG_FILE, LOCK_FILE}:
         shutil.rmtree(run_dir)
 
@@ -103,3 +108,56 @@ def read_json(path: pathlib.Path) -> dict | None:
         if isinstance(payload, dict):
             return payload
     return None
+
+
+def check_run_dir(path: str, key: str) -> None:
+    """Raises FedlabError, naming `key` (the config key that chose `path`), if fedlab could not make `path` its run
+    directory: empty (an unset shell variable would put the run's files in the current directory), a file, under a
+    file, on a read-only or unwritable place, or a name too long for the file system. Checked before Hydra creates
+    the directory, so a refused run writes nothing."""
+    if not path.strip():
+        raise FedlabError(f'{key} is empty (an unset shell variable?): give a directory, or leave {key} out')
+    absolute = pathlib.Path(os.path.abspath(os.path.expanduser(path)))
+    ancestor = _nearest_existing(absolute)
+    _check_name_lengths(absolute, ancestor, key, path)
+    if absolute.exists() and not absolute.is_dir():
+        raise FedlabError(f'{key}={path} is a file, not a directory')
+    if not ancestor.is_dir():
+        raise FedlabError(f'{key}={path} is under {ancestor}, which is a file, not a directory')
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise FedlabError(f'{key}={path}: {ancestor} is not writable (read-only file system or permissions)')
+
+
+def make_run_dir(path: str, key: str) -> None:
+    """Checks `path` (check_run_dir) and creates it, as Hydra would next, so that a failure the checks cannot foresee
+    (a special file system such as /proc) is one line naming `key` too."""
+    check_run_dir(path, key)
+    try:
+        os.makedirs(os.path.expanduser(path), exist_ok=True)
+    except OSError as error:
+        raise FedlabError(f'{key}={path}: cannot create it: {error.strerror}') from None
+
+
+def _nearest_existing(path: pathlib.Path) -> pathlib.Path:
+    """`path` itself or its closest ancestor that exists (as a file or a directory)."""
+    for candidate in (path, *path.parents):
+        with contextlib.suppress(OSError):  # absent, too long, or under a file: its parent tells
+            os.stat(candidate)
+            return candidate
+    return pathlib.Path('/')
+
+
+def _check_name_lengths(absolute: pathlib.Path, ancestor: pathlib.Path, key: str, path: str) -> None:
+    """The file system's limits on one name (usually 255 bytes) and a whole path (4096), read where it is."""
+    limits = [255, 4096]
+    for i, name in enumerate(('PC_NAME_MAX', 'PC_PATH_MAX')):
+        with contextlib.suppress(OSError, ValueError):
+            limits[i] = os.pathconf(ancestor if ancestor.is_dir() else ancestor.parent, name)
+    name_max, path_max = limits
+    longest = max(absolute.parts, key=lambda part: len(os.fsencode(part)))
+    if len(os.fsencode(longest)) > name_max:
+        raise FedlabError(f'{key}={path}: a name in it is {len(os.fsencode(longest))} bytes long; the file system '
+                          f'allows {name_max}')
+    if len(os.fsencode(str(absolute))) >= path_max:
+        raise FedlabError(f'{key}={path}: the path is {len(os.fsencode(str(absolute)))} bytes long; the file system '
+                          f'allows {path_max - 1}')

@@ -9,6 +9,7 @@ signal only once they are done.
 """
 
 import contextlib
+import functools
 import signal
 import sys
 
@@ -45,6 +46,12 @@ def _on_signal(signum, frame) -> None:
               file=sys.stderr, flush=True)  # fmt: skip
     if _must_stop_now():
         raise _exception(signum)
+
+
+def remember(signum, frame) -> None:
+    """The handler before `handled` is installed (fedlab.__main__, while Python imports the CLI): the signal is only
+    recorded, never raised inside a library's import, and `handled` honours it as soon as it starts."""
+    _State.received.append(signum)
 
 
 def stop_requested() -> bool:
@@ -102,8 +109,11 @@ def handled(*, process_exits: bool = False):
     own cleanup has run. `process_exits` (the CLI): once a signal ended the body, later ones are ignored while the
     process exits, instead of Python's default handler turning a second Ctrl-C into death by SIGINT (-2)."""
     previous = {signum: signal.signal(signum, _on_signal) for signum in SIGNALS}
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = functools.partial(_quiet_about_signals, previous_hook)
     stopped = False
     try:
+        raise_if_requested()  # a signal `remember` recorded before the handlers were installed
         yield
     except Terminated:
         stopped = True
@@ -114,4 +124,14 @@ def handled(*, process_exits: bool = False):
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, signal.SIG_IGN if stopped and process_exits else handler)
+        sys.unraisablehook = previous_hook
         _State.received.clear()
+
+
+def _quiet_about_signals(previous_hook, unraisable) -> None:
+    """sys.unraisablehook: a signal's exception raised inside a finalizer or a gc callback (JAX's, while TensorFlow
+    loads) is swallowed by Python, which prints "Exception ignored ... KeyboardInterrupt". The signal is recorded:
+    raise_if_requested honours it at the next check, so nothing is printed here; other exceptions go to the hook."""
+    if isinstance(unraisable.exc_value, (KeyboardInterrupt, Terminated)) and _State.received:
+        return
+    previous_hook(unraisable)

@@ -1,0 +1,20 @@
+"""The `fedlab` command's entry point (and `python -m fedlab`): Ctrl-C and SIGTERM are fedlab's from the first
+instant. Importing fedlab.cli (Hydra, OmegaConf) takes about a second, during which Python's default handler would
+print a KeyboardInterrupt traceback from inside the import; here the signal is only recorded, and fedlab.cli.main
+exits with 130 (143) as soon as it installs the run's handlers (fedlab.run.interrupts.handled)."""
+
+import signal
+
+from fedlab.run import interrupts
+
+
+def main() -> None:
+    for signum in interrupts.SIGNALS:
+        signal.signal(signum, interrupts.remember)
+    from fedlab import cli
+
+    cli.main()
+
+
+if __name__ == '__main__':
+    main()
