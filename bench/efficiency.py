@@ -422,7 +422,7 @@ def main(argv=None) -> list[str]:
             f'   {architecture}: ms per round: single chain (central loop) {ms["central"]:.1f} (default threads '
             f'{1000 * examples / default_threads:.1f}, {WORKER_THREADS} per op {1000 * examples / one_thread:.1f}), '
             f'TFF stock {ms["stock"]:.1f}, TFF stock DATASET_ITERATOR {ms["stock iterator"]:.1f}, TFF stock '
-            f'client_epochs=5 {ms["stock epochs5"]:.1f} (5 epochs), '
+            f'client_epochs=5 {ms["stock epochs5"]:.1f} per epoch, '
             f'empty TFF round {ms["empty"]:.1f}, fedlab plain {ms["plain"]:.1f}, rounds_per_call {ms["blocks"]:.1f}, '
             f'pack_clients {ms["packed"]:.1f}, resident_state {ms["resident"]:.1f}, all three {ms["all"]:.1f}'
         )
