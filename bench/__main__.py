@@ -10,8 +10,9 @@ import time
 from bench import common
 
 FIGURES = ['efficiency', 'startup', 'memory', 'sweep', 'compression']  # `accuracy` has its own target
-# Run only by name, as they take long: `make bench ARGS=scale` (full-size federations, ~45 min; BENCH_QUICK=1 ~15).
-BY_NAME = ['accuracy', 'scale', 'per_client', 'remote_tls']  # remote_tls: fedlab-worker's proxy and mTLS cost (~5 min)
+# Run only by name, as they take long: `make bench ARGS=scale` (full-size federations, ~45 min; BENCH_QUICK=1 ~15);
+# `remote_tls`: fedlab-worker's proxy and mTLS cost (~5 min); `gpu`: absolute figures on a GPU (a one-line no-op without one).
+BY_NAME = ['accuracy', 'scale', 'per_client', 'remote_tls', 'gpu']
 
 
 def main(argv: list[str]) -> int:

@@ -1,4 +1,6 @@
-"""Figure 5: a 4-job sweep with Hydra's joblib launcher (2 workers) ÷ the same 4 jobs run sequentially."""
+"""Figure 5: a 4-job sweep with Hydra's joblib launcher (2 workers) ÷ the same 4 jobs run sequentially (Hydra's basic
+launcher, fedlab's default: one job after another in the launching process, sharing its TensorFlow and TFF worker).
+Goal (issue 26): <= 0.6 on 2 cores."""
 
 import os
 import subprocess
@@ -10,6 +12,7 @@ from bench import common
 from fedlab.run import worker_processes
 
 FEDLAB = str(common.REPO / '.venv' / 'bin' / 'fedlab')
+GOAL = 0.6  # issue 26 (0.65 before)
 
 
 def sweep(launcher: list[str], rounds: int) -> tuple[float, int, int]:
@@ -43,7 +46,7 @@ def compare(rounds: int, repeats: int) -> tuple[float, list[str]]:
     description = (
         f'# 5. sweep: 4 jobs (linear, {rounds} rounds, seed=0,1,2,3), {repeats}x interleaved; '
         f'sequential {times["sequential"] / repeats:.1f} s, joblib 2 workers {times["joblib"] / repeats:.1f} s; '
-        f'failed sweeps {failed}, leaked TFF workers {leaked}'
+        f'failed sweeps {failed}, leaked TFF workers {leaked}; load average {os.getloadavg()[0]:.1f}'
     )
     return (ratio if not leaked and not failed else float('inf')), [description]
 
@@ -51,7 +54,7 @@ def compare(rounds: int, repeats: int) -> tuple[float, list[str]]:
 def main(argv=None) -> list[str]:
     repeats = 1 if common.QUICK else 2
     ratio, lines = compare(3 if common.QUICK else 10, repeats)
-    lines.append(common.figure('sweep joblib(2) / sequential', ratio, '<=0.65', ratio <= 0.65))
+    lines.append(common.figure('sweep joblib(2) / sequential', ratio, f'<={GOAL}', ratio <= GOAL))
     print('\n'.join(lines), flush=True)
     if not common.QUICK:  # Longer jobs, for reference: the fixed cost of each joblib worker matters less.
         long_ratio, long_lines = compare(100, repeats)

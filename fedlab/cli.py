@@ -18,7 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from fedlab import seeds, sweep
 from fedlab.config import checks as config_checks
-from fedlab.config import components, efficiency, identity, launchers, schema, values
+from fedlab.config import components, efficiency, hydra_help, identity, launchers, schema, values
 from fedlab.errors import FedlabError, RunStopped, shortened
 from fedlab.privacy import checks as privacy_checks
 from fedlab.record import checkpoints, rundir, trackers
@@ -502,6 +502,7 @@ def main() -> None:
     # exit 2. A user who sets HYDRA_FULL_ERROR=1 gets Hydra's own full report.
     user_wants_full_errors = os.environ.get('HYDRA_FULL_ERROR') == '1'
     os.environ['HYDRA_FULL_ERROR'] = '1'
+    hydra_help.install_for()  # --help lists Hydra's config groups without a repository copy per group
     with interrupts.handled(process_exits=True), worker_processes.worker_cleanup():
         try:
             values.check_overrides(sys.argv[1:])  # an integer too long for Hydra's parser

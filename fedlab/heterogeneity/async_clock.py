@@ -20,8 +20,6 @@ import heapq
 import math
 import threading
 
-import numpy as np
-
 from fedlab import seeds
 from fedlab.heterogeneity.clock import DROPPED, OFFLINE, PoolDraw
 from fedlab.heterogeneity.devices import Devices
@@ -157,6 +155,8 @@ class BufferedRounds:
             examples=self._examples[client_id] * self._epochs, downlink_bits=self._down, uplink_bits=self._up)
         download, total = work.download, work.total
         leaves = self._devices.offline_from(client_id, self._time) - self._time
+        import numpy as np  # here, not at the top: `fedlab --help` imports this module (config checks)
+
         dropped = np.random.default_rng([self._dropout_stream, self._draws]).random() < self._dropout
         self._busy.add(client_id)
         if dropped or leaves < total:

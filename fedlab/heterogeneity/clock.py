@@ -25,8 +25,6 @@ import dataclasses
 import math
 import threading
 
-import numpy as np
-
 from fedlab import seeds
 from fedlab.heterogeneity.devices import Devices, WorkSeconds
 
@@ -109,6 +107,8 @@ class SimulatedRounds:
 
     def describe(self) -> str:
         """One line for the console: the devices' spread and the round's rules."""
+        import numpy as np  # here, not at the top: `fedlab --help` imports this module (config checks)
+
         speeds = np.array([self._devices.by_client[c].compute_examples_per_s for c in self._training])
         p10, p50, p90 = np.percentile(speeds, [10, 50, 90])
         rules = self._rules
@@ -143,6 +143,8 @@ class SimulatedRounds:
             return RoundOutcome(start, wait if math.isfinite(wait) else 0.0, (), (), ())
         count = min(len(pool), math.ceil(self._n * (1 + self._rules.over_selection) - 1e-9))
         sampled = tuple(self._draw(pool, count, round_num))
+        import numpy as np
+
         drops = np.random.default_rng([self._dropout_stream, round_num]).random(len(sampled)) < self._rules.dropout
         deadline = math.inf if self._rules.deadline_s is None else self._rules.deadline_s
         status, seconds, finishing = [], [], []

@@ -11,8 +11,6 @@ import math
 import pathlib
 from typing import NamedTuple
 
-import numpy as np
-
 from fedlab import seeds
 from fedlab.errors import FedlabError
 
@@ -104,6 +102,8 @@ def draw(client_ids, distributions: dict[str, dict], *, seed: int) -> Devices:
     """`system=heterogeneous`: each rate drawn per client from a log-normal of the given `median` and `sigma` (the
     standard deviation of its natural log: 0 gives every client the median), always available. A client's draw
     depends on the seed and its id only, so it is the same device in every run of that seed."""
+    import numpy as np  # here, not at the top: `fedlab --help` imports this module and does not need numpy
+
     by_client = {}
     for client_id in sorted(client_ids):
         rng = np.random.default_rng([seeds.derive(seed, 'devices'), *client_id.encode()])

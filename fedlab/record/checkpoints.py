@@ -1,7 +1,6 @@
 """Atomic checkpoints of the training state and the run's tables, with TFF's FileProgramStateManager: the store
 (`CheckpointStore`) and when a run uses it (`RoundCheckpoints`)."""
 
-import asyncio
 import dataclasses
 import hashlib
 import json
@@ -141,6 +140,8 @@ class CheckpointStore:
 
         manager = tff.program.FileProgramStateManager(staging, prefix=STATE_DIR, keep_total=0)
         # FileProgramStateManager names its directory prefix + version; version 0 keeps the name fixed.
+        import asyncio  # here, not at the top: `fedlab --help` imports this module and does not need asyncio
+
         asyncio.run(manager.save(state, 0))
         for table in tables:
             if table.exists():
@@ -157,6 +158,8 @@ class CheckpointStore:
 
     def load(self, round_num: int, structure):
         """The state saved after `round_num`, restored into the structure (and types) of `structure`."""
+        import asyncio
+
         import tensorflow_federated as tff
 
         manager = tff.program.FileProgramStateManager(self.path(round_num), prefix=STATE_DIR)
