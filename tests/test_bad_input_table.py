@@ -108,8 +108,15 @@ def _check_refusal(case, stderr, run_dir, cwd, cwd_before, places):
 
 
 @pytest.fixture
-def restored_logging():
-    """Hydra configures the root logger for a job it starts (a file in the run directory): put it back."""
+def restored_logging(monkeypatch):
+    """Hydra configures the root logger for a job it starts (a file in the run directory): put it back. Its
+    dictConfig closes every handler ever made, and absl's (made when an earlier test imported TensorFlow) closes its
+    stream unless it is the sys.stderr of now: in a test that stream is an earlier capture, pytest's own. Only this
+    process's test harness meets that (the command's stderr never changes), so those closes are skipped here."""
+    for reference in list(logging._handlerList):
+        handler = reference()
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            monkeypatch.setattr(handler, 'close', lambda: None)
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     yield
