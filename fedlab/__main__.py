@@ -11,9 +11,12 @@ from fedlab.run import interrupts
 def main() -> None:
     for signum in interrupts.SIGNALS:
         signal.signal(signum, interrupts.remember)
-    from fedlab import cli
+    try:
+        from fedlab import cli
 
-    cli.main()
+        cli.main()
+    finally:
+        interrupts.forget_swallowed_keyboard_interrupt()  # fedlab's exit status, not CPython's death by SIGINT
 
 
 if __name__ == '__main__':

@@ -395,6 +395,7 @@ class _Job:
     def failed(self, error: Exception, run_info: dict) -> None:
         users_error = isinstance(error, FedlabError) or _is_config_error(error)
         if users_error:
+            interrupts.raise_if_requested()  # an error a Ctrl-C caused (an import it cut short) is the interrupt
             message, exit_code = one_line(error), 2
         elif isinstance(error, RunStopped):
             message, exit_code = _first_line(error), error.exit_code
@@ -509,6 +510,7 @@ def main() -> None:
             _hydra_main()
             check_printed_config(sys.argv[1:])
         except (FedlabError, launchers.Refused) as error:  # checks before Hydra creates the run directory, --cfg's
+            interrupts.raise_if_requested()  # unless a Ctrl-C caused it
             print(f'fedlab: error: {shortened(str(error))}', file=sys.stderr)
             raise SystemExit(2) from None
         except Exception as error:

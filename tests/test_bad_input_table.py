@@ -204,14 +204,8 @@ def _wait_for_fedlabs_first_line(pid: int, timeout: float = 120.0) -> None:
     raise AssertionError(f'fedlab (pid {pid}) did not install its signal handlers within {timeout} s')
 
 
-# Known, not fixed (issue 25's note): 1-3 s after fedlab's first line a Ctrl-C sometimes ends the process by SIGINT
-# with nothing printed (-2), or, landing inside the data source's import, as a one-line config error (exit 2).
-_KNOWN_RACE = pytest.mark.xfail(reason='Ctrl-C 1-3 s into start-up: death by SIGINT or a config error, at times',
-                                strict=False)
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize('after_s', [0.5, *(pytest.param(s, marks=_KNOWN_RACE) for s in (1, 2, 3)), 5, 7, 9])
+@pytest.mark.parametrize('after_s', [0.5, 1, 2, 3, 5, 7, 9])
 def test_ctrl_c_during_start_up_exits_130_without_a_traceback(after_s, tmp_path):
     """A Ctrl-C while Python imports Hydra (before fedlab's handlers), while TensorFlow loads (JAX's gc callback
     swallowed it and printed "Exception ignored ... KeyboardInterrupt") or while the run is built; the seconds count

@@ -54,6 +54,20 @@ def remember(signum, frame) -> None:
     _State.received.append(signum)
 
 
+def forget_swallowed_keyboard_interrupt() -> None:
+    """Clears CPython's "unhandled KeyboardInterrupt" flag before the process exits with fedlab's own status.
+
+    A Ctrl-C landing in code a C extension evaluates through PyRun_* (pybind11's exec while TensorFlow imports) sets
+    the flag even though fedlab then handles the interrupt; at exit CPython would kill the process with SIGINT
+    (status -2, nothing printed) instead of exiting 130. No-op where the interpreter has no such flag."""
+    import ctypes
+
+    try:
+        ctypes.c_int.in_dll(ctypes.pythonapi, '_Py_UnhandledKeyboardInterrupt').value = 0
+    except (ValueError, AttributeError):  # another interpreter or build: nothing to clear
+        pass
+
+
 def stop_requested() -> bool:
     return bool(_State.received)
 
