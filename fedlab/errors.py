@@ -40,9 +40,10 @@ class WorkerLost(RunStopped):
     status = 'failed'
 
 
-def shortened(message: str, limit: int = 80) -> str:
+def shortened(message: str, limit: int = 255) -> str:
     """`message` with every word longer than `limit` characters cut, the cut marked with an ellipsis: a value of
-    100,000 characters (a path given by mistake) still makes one readable line that names its key."""
+    100,000 characters (a path given by mistake) still makes one readable line that names its key. The limit is a
+    file name's longest, so that the paths fedlab names (a run directory, its fedlab.log) usually stay whole."""
     return re.sub(r'\S{%d,}' % (limit + 1), lambda word: word.group()[: limit - 3] + '...', message)
 
 
