@@ -30,7 +30,6 @@ from fedlab.system import malloc_arenas, scratch_dirs
 schema.register()
 
 
-
 def command_beside_python(name: str) -> str:
     """How this shell starts `name`, a command installed beside fedlab (--help's footer names TensorBoard): the bare
     name when PATH finds this one (an active venv), else its path, relative to the current directory under it."""
