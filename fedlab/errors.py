@@ -40,6 +40,11 @@ class WorkerLost(RunStopped):
     status = 'failed'
 
 
+def one_line_text(error: BaseException) -> str:
+    """`error`'s message with its line breaks and runs of spaces made single spaces: one line of stderr."""
+    return ' '.join(str(error).split())
+
+
 def shortened(message: str, limit: int = 255) -> str:
     """`message` with every word longer than `limit` characters cut, the cut marked with an ellipsis: a value of
     100,000 characters (a path given by mistake) still makes one readable line that names its key. The limit is a

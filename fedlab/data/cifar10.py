@@ -8,7 +8,7 @@ import socket
 import numpy as np
 
 from fedlab.data.cache import cache_lock
-from fedlab.errors import FedlabError
+from fedlab.errors import FedlabError, one_line_text
 
 # What tf.keras.datasets.cifar10.load_data fetches, and the directory it unpacks under <keras home>/datasets.
 ORIGIN = 'https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz'
@@ -55,7 +55,7 @@ def load_cifar10(
         try:
             data, batch_labels = load_batch(str(batches / name))
         except Exception as error:  # a damaged pickle can raise almost anything
-            problem = f'{type(error).__name__}: {_one_line(error)}'
+            problem = f'{type(error).__name__}: {one_line_text(error)}'
             raise FedlabError(f'{batches / name}: unreadable CIFAR-10 batch ({problem})') from None
         pixels.append(data)
         batch_labels = np.asarray(batch_labels)
@@ -97,8 +97,8 @@ def _download(keras_home: pathlib.Path, *, timeout: float) -> None:
     except Exception as error:  # get_file re-raises download errors as bare Exceptions
         # get_file deletes a partial archive, but not a partial extraction.
         shutil.rmtree(datasets / DIRECTORY, ignore_errors=True)
-        raise FedlabError(f'cannot download CIFAR-10 ({_one_line(error)}): {_where_it_comes_from(datasets / DIRECTORY)}'
-                          ) from None
+        where = _where_it_comes_from(datasets / DIRECTORY)
+        raise FedlabError(f'cannot download CIFAR-10 ({one_line_text(error)}): {where}') from None
     finally:
         socket.setdefaulttimeout(previous_timeout)
         for directory in created:  # only directories this call made, and only if empty
@@ -112,7 +112,3 @@ def _where_it_comes_from(batches: pathlib.Path) -> str:
             f' holding datasets/{DIRECTORY}); get {ORIGIN} on a machine with internet and unpack it there'
             f' with `tar xzf`'
     )
-
-
-def _one_line(error: BaseException) -> str:
-    return ' '.join(str(error).split())

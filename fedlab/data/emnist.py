@@ -10,7 +10,7 @@ import urllib.request
 
 from fedlab.data import selection
 from fedlab.data.cache import cache_lock
-from fedlab.errors import FedlabError
+from fedlab.errors import FedlabError, one_line_text
 
 # What tff.simulation.datasets.emnist.load_data downloads and where it keeps it (see TFF's download.py).
 ORIGIN = 'https://storage.googleapis.com/tff-datasets-public/emnist_all.sqlite.lzma'
@@ -235,7 +235,7 @@ def _download(database: pathlib.Path, *, origin: str, timeout: float) -> None:
     except (OSError, lzma.LZMAError) as error:  # URLError, timeouts and disk errors are OSErrors
         raise FedlabError(
                 f'{database} is not in the cache and cannot be downloaded'
-                + (f' from {origin}' if origin != ORIGIN else '') + f' ({_one_line(error)}); '
+                + (f' from {origin}' if origin != ORIGIN else '') + f' ({one_line_text(error)}); '
                 + _where_it_comes_from(database)
         ) from None
     finally:
@@ -273,7 +273,3 @@ def _to_fedlab_elements(dataset):
                     (LABEL, element['label']),
             ])
     )
-
-
-def _one_line(error: BaseException) -> str:
-    return ' '.join(str(error).split())

@@ -17,7 +17,7 @@ import numpy as np
 
 from fedlab.data import example_checks, selection
 from fedlab.data.arrays import ArrayClients, PixelCodes, leaf_table, splits_to_arrays
-from fedlab.errors import FedlabError
+from fedlab.errors import FedlabError, one_line_text
 
 SIDE = 28  # LEAF's FEMNIST images are 28x28, stored row-major as 784 floats
 NUM_CLASSES = 62  # 0-9 digits, 10-35 upper case, 36-61 lower case
@@ -129,7 +129,7 @@ def read_file(file: pathlib.Path) -> list[Writer]:
     try:
         raw = file.read_bytes()
     except OSError as error:
-        raise FedlabError(f'{file}: not valid JSON ({_one_line(error)})') from None
+        raise FedlabError(f'{file}: not valid JSON ({one_line_text(error)})') from None
     writers = _read_leaf_layout(raw)
     return writers if writers is not None else _read_json(file)
 
@@ -270,7 +270,7 @@ def _read_json(file: pathlib.Path) -> list[Writer]:
     try:
         content = json.loads(file.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise FedlabError(f'{file}: not valid JSON ({_one_line(error)})') from None
+        raise FedlabError(f'{file}: not valid JSON ({one_line_text(error)})') from None
     if not isinstance(content, dict) or not {'users', 'num_samples', 'user_data'} <= content.keys():
         raise FedlabError(f'{file}: expected a JSON object with keys users, num_samples and user_data')
     users, num_samples, user_data = content['users'], content['num_samples'], content['user_data']
@@ -322,7 +322,3 @@ def _outside_unit_range(pixels: np.ndarray) -> bool:
 def _digit_counts(clients: ArrayClients) -> np.ndarray:
     owner = np.repeat(np.arange(len(clients.client_ids)), clients.counts)
     return np.bincount(owner, weights=clients.labels < NUM_DIGITS, minlength=len(clients.client_ids))
-
-
-def _one_line(error: Exception) -> str:
-    return ' '.join(str(error).split())

@@ -10,7 +10,7 @@ import re
 import shutil
 import sys
 
-from fedlab.errors import FedlabError
+from fedlab.errors import FedlabError, one_line_text
 from fedlab.record import extending, table_checks
 from fedlab.run import interrupts
 from fedlab.system import malloc_arenas
@@ -107,7 +107,7 @@ class CheckpointStore:
                 if not isinstance(self.saved_config(round_num), dict):
                     problem = f'{CONFIG_FILE} is not a JSON object'
             except (OSError, ValueError) as error:
-                problem = f'{CONFIG_FILE} unreadable ({_one_line(error)})'
+                problem = f'{CONFIG_FILE} unreadable ({one_line_text(error)})'
         if problem is None:
             problem = _carried_files_problem(directory, round_num)
         return problem
@@ -168,7 +168,7 @@ class CheckpointStore:
                 return asyncio.run(manager.load(0, structure))
             except Exception as error:  # an older checkpoint without a manifest: its state is checked by loading it
                 raise FedlabError(f'checkpoint {self.path(round_num)} is damaged: its state does not load'
-                                  f' ({type(error).__name__}: {_one_line(error)[:200]})') from None
+                                  f' ({type(error).__name__}: {one_line_text(error)[:200]})') from None
 
     def saved_config(self, round_num: int) -> dict:
         return json.loads((self.path(round_num) / CONFIG_FILE).read_text())
@@ -291,7 +291,7 @@ def manifest_problem(directory: pathlib.Path) -> str | None:
         files = json.loads((directory / MANIFEST_FILE).read_text())['files']
         expected = {name: (int(entry['bytes']), str(entry['sha256'])) for name, entry in files.items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-        return f'{MANIFEST_FILE} unreadable ({_one_line(error)})'
+        return f'{MANIFEST_FILE} unreadable ({one_line_text(error)})'
     for name, (size, digest) in sorted(expected.items()):
         path = directory / name
         if not path.is_file():
@@ -316,7 +316,7 @@ def _carried_files_problem(directory: pathlib.Path, round_num: int) -> str | Non
             if not isinstance(json.loads(carried.read_text()), dict):
                 return f'{carried.name} is not a JSON object'
         except (OSError, ValueError) as error:
-            return f'{carried.name} unreadable ({_one_line(error)})'
+            return f'{carried.name} unreadable ({one_line_text(error)})'
     return None
 
 
@@ -340,8 +340,6 @@ def _sha256(path: pathlib.Path) -> str:
     return digest.hexdigest()
 
 
-def _one_line(error: BaseException) -> str:
-    return ' '.join(str(error).split())
 
 
 def _fsync_tree(root: pathlib.Path) -> None:

@@ -8,6 +8,7 @@ import json
 import pathlib
 
 from fedlab.config import identity
+from fedlab.errors import one_line_text
 
 CENTRALIZED = 'centralized'
 COMPLETED = 'completed'
@@ -146,7 +147,7 @@ def _read_run(results_path: pathlib.Path) -> Run:
     try:
         results = json.loads(results_path.read_bytes().decode('utf-8'))
     except (OSError, ValueError) as error:
-        raise Unreadable(f'results.json unreadable ({_one_line(error)[:120]})') from None
+        raise Unreadable(f'results.json unreadable ({one_line_text(error)[:120]})') from None
     if not isinstance(results, dict):
         raise Unreadable('results.json is not a JSON object')
     for other in ('timing.csv', 'clients_eval.csv'):  # read later by the report's parts: checked alike
@@ -168,7 +169,7 @@ def _read_table(path: pathlib.Path) -> list[dict[str, str]]:
     try:
         table = list(csv.reader(io.StringIO(path.read_bytes().decode('utf-8'), newline='')))
     except (OSError, ValueError, csv.Error) as error:
-        raise Unreadable(f'{name} unreadable ({_one_line(error)[:120]})') from None
+        raise Unreadable(f'{name} unreadable ({one_line_text(error)[:120]})') from None
     if not table or table[0][:1] != ['round']:
         raise Unreadable(f'{name} has no header starting with round')
     header = table[0]
@@ -193,8 +194,6 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _one_line(error: BaseException) -> str:
-    return ' '.join(str(error).split())
 
 
 def group_runs(runs: list[Run]) -> list[Group]:

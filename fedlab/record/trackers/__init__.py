@@ -12,7 +12,7 @@ import pathlib
 import sys
 from collections.abc import Iterable
 
-from fedlab.errors import FedlabError
+from fedlab.errors import FedlabError, one_line_text
 
 NAMES = ('mlflow', 'wandb')
 STATE_FILE = 'trackers.json'  # in the run directory: each tracker's run id, so a resumed run continues its run
@@ -164,6 +164,6 @@ def warn(message: str) -> None:
 
 
 def _one_line(error: BaseException) -> str:
-    text = ' '.join(str(error).split())
+    text = one_line_text(error)
     text = text if len(text) <= 300 else text[:297] + '...'
     return f'{type(error).__name__}: {text}' if text else type(error).__name__
