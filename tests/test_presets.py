@@ -86,7 +86,7 @@ def test_report_prints_mean_and_std_over_seeds_against_the_paper_and_says_the_le
 def test_report_on_emnist_has_no_caveat_and_an_unknown_figure_is_said_so(tmp_path, capsys):
     for seed in range(2):
         _fake_run(tmp_path / f'seed={seed}', seed=seed, accuracy=0.85, data='emnist', rounds=1500)
-    code, out, err = _report(['report', str(tmp_path), 'fedavg'], capsys)
+    code, out, err = _report(['report', str(tmp_path), 'fedadam'], capsys)
     assert code == 0, err
     assert 'measured: 0.8500 ± 0.0000 final eval accuracy over 2 seeds' in out
     assert 'data=emnist, 1500 rounds' in out and 'paper:    unknown: no number stated (Reddi et al. 2021' in out
