@@ -340,8 +340,6 @@ def _sha256(path: pathlib.Path) -> str:
     return digest.hexdigest()
 
 
-
-
 def _fsync_tree(root: pathlib.Path) -> None:
     """Flushes the files to disk before the rename publishes them."""
     for path in sorted(root.rglob('*')):

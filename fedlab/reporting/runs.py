@@ -194,8 +194,6 @@ def _is_number(text: str) -> bool:
     return True
 
 
-
-
 def group_runs(runs: list[Run]) -> list[Group]:
     """Completed runs grouped by their experiment (config minus seed), each group named by the settings that
     differ between groups. Two runs of one group with the same seed are a repeat that would count twice: refused."""
