@@ -23,17 +23,22 @@ def batch_spec(image_shape: tuple[int, ...]) -> collections.OrderedDict:
     )
 
 
-def _initializer(seed: int, layer: int) -> tf.keras.initializers.Initializer:
-    # An explicit seed per layer: TFF builds the initial weights inside its own graph, where a global
-    # seed does not reach, so this is what makes `seed` reproduce the same initial model.
-    return tf.keras.initializers.GlorotUniform(seed=seeds.derive(seed, 'model_init') + layer)
-
-
 def build_keras_model(
-    architecture: str, image_shape: tuple[int, ...], num_classes: int, *, seed: int = 0
+    architecture: str, image_shape: tuple[int, ...], num_classes: int, *, seed: int = 0, seeded: bool = True
 ) -> tf.keras.Model:
-    """An uncompiled Keras model that maps images [h, w, c] to class probabilities."""
+    """An uncompiled Keras model that maps images [h, w, c] to class probabilities.
+
+    `seeded=False`: every weight starts at zero instead, for a model whose weights are all set before use
+    (`model_to_load`)."""
     layers = tf.keras.layers
+
+    def initializer(layer: int) -> tf.keras.initializers.Initializer | str:
+        if not seeded:
+            return 'zeros'
+        # An explicit seed per layer: TFF builds the initial weights inside its own graph, where a global
+        # seed does not reach, so this is what makes `seed` reproduce the same initial model.
+        return tf.keras.initializers.GlorotUniform(seed=seeds.derive(seed, 'model_init') + layer)
+
     if architecture == 'linear':
         body = [
             layers.Flatten(),
@@ -41,33 +46,33 @@ def build_keras_model(
         ]
     elif architecture == 'fedavg_cnn':
         body = [
-            layers.Conv2D(32, 5, padding='same', activation='relu', kernel_initializer=_initializer(seed, 0)),
+            layers.Conv2D(32, 5, padding='same', activation='relu', kernel_initializer=initializer(0)),
             layers.MaxPool2D(2, padding='same'),
-            layers.Conv2D(64, 5, padding='same', activation='relu', kernel_initializer=_initializer(seed, 1)),
+            layers.Conv2D(64, 5, padding='same', activation='relu', kernel_initializer=initializer(1)),
             layers.MaxPool2D(2, padding='same'),
             layers.Flatten(),
-            layers.Dense(512, activation='relu', kernel_initializer=_initializer(seed, 2)),
-            layers.Dense(num_classes, kernel_initializer=_initializer(seed, 3)),
+            layers.Dense(512, activation='relu', kernel_initializer=initializer(2)),
+            layers.Dense(num_classes, kernel_initializer=initializer(3)),
         ]
     elif architecture == 'simple_cnn':
         body = [
-            layers.Conv2D(16, 3, padding='same', activation='relu', kernel_initializer=_initializer(seed, 0)),
+            layers.Conv2D(16, 3, padding='same', activation='relu', kernel_initializer=initializer(0)),
             layers.MaxPool2D(2, padding='same'),
             layers.Flatten(),
-            layers.Dense(64, activation='relu', kernel_initializer=_initializer(seed, 1)),
-            layers.Dense(num_classes, kernel_initializer=_initializer(seed, 2)),
+            layers.Dense(64, activation='relu', kernel_initializer=initializer(1)),
+            layers.Dense(num_classes, kernel_initializer=initializer(2)),
         ]
     elif architecture == 'cifar_cnn':
         # The TensorFlow CNN tutorial's network for CIFAR-10 (valid padding: images from about 28x28 up).
         body = [
-            layers.Conv2D(32, 3, activation='relu', kernel_initializer=_initializer(seed, 0)),
+            layers.Conv2D(32, 3, activation='relu', kernel_initializer=initializer(0)),
             layers.MaxPool2D(2),
-            layers.Conv2D(64, 3, activation='relu', kernel_initializer=_initializer(seed, 1)),
+            layers.Conv2D(64, 3, activation='relu', kernel_initializer=initializer(1)),
             layers.MaxPool2D(2),
-            layers.Conv2D(64, 3, activation='relu', kernel_initializer=_initializer(seed, 2)),
+            layers.Conv2D(64, 3, activation='relu', kernel_initializer=initializer(2)),
             layers.Flatten(),
-            layers.Dense(64, activation='relu', kernel_initializer=_initializer(seed, 3)),
-            layers.Dense(num_classes, kernel_initializer=_initializer(seed, 4)),
+            layers.Dense(64, activation='relu', kernel_initializer=initializer(3)),
+            layers.Dense(num_classes, kernel_initializer=initializer(4)),
         ]
     else:
         raise ValueError(
@@ -78,19 +83,44 @@ def build_keras_model(
 
 def keras_model_fn(
     image_shape: tuple[int, ...], num_classes: int, *, architecture: str, seed: int = 0
-) -> ModelFn:
+) -> 'KerasModelFn':
     """A TFF model_fn that builds `architecture` and wraps it with `from_keras_model`."""
-    image_shape = tuple(image_shape)
+    return KerasModelFn(architecture, tuple(image_shape), num_classes, seed)
 
-    def model_fn() -> tff.learning.models.VariableModel:
+
+class KerasModelFn:
+    """keras_model_fn's model_fn: calling it builds the seeded model; `unseeded()` builds the same model with
+    zeros for weights, for computations that set every weight before use (`model_to_load`)."""
+
+    def __init__(self, architecture: str, image_shape: tuple[int, ...], num_classes: int, seed: int):
+        self._architecture, self._image_shape, self._num_classes, self._seed = (
+            architecture, image_shape, num_classes, seed)  # fmt: skip
+
+    def __call__(self) -> tff.learning.models.VariableModel:
+        return self._wrapped(seeded=True)
+
+    def unseeded(self) -> tff.learning.models.VariableModel:
+        return self._wrapped(seeded=False)
+
+    def _wrapped(self, *, seeded: bool) -> tff.learning.models.VariableModel:
+        keras_model = build_keras_model(
+            self._architecture, self._image_shape, self._num_classes, seed=self._seed, seeded=seeded
+        )
         return tff.learning.models.from_keras_model(
-            build_keras_model(architecture, image_shape, num_classes, seed=seed),
-            input_spec=batch_spec(image_shape),
+            keras_model,
+            input_spec=batch_spec(self._image_shape),
             loss=tf.keras.losses.SparseCategoricalCrossentropy(),
             metrics=[tf.keras.metrics.SparseCategoricalAccuracy()],
         )
 
-    return model_fn
+
+def model_to_load(model_fn: ModelFn) -> tff.learning.models.VariableModel:
+    """A model whose every weight the caller sets before use (as `local_training.load_weights` does): `model_fn`'s
+    unseeded build where it has one. TFF runs a computation's variable initializers at every call, and seeded
+    initializers' random draws, overwritten at once, took a fifth of TFF's worker's CPU in a small simple_cnn round
+    (docs/performance.md)."""
+    unseeded = getattr(model_fn, 'unseeded', None)
+    return unseeded() if unseeded is not None else model_fn()
 
 
 def custom_model_fn(image_shape: tuple[int, ...], num_classes: int, *, seed: int = 0) -> ModelFn:

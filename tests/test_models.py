@@ -42,6 +42,28 @@ def test_seed_fixes_initial_weights():
     assert not np.array_equal(a[0], c[0])
 
 
+def _graph_of(build) -> tuple[list[str], list[tuple]]:
+    """The random ops and the variables (name, shape, dtype) that `build` adds to a graph of its own."""
+    with tf.Graph().as_default() as graph:
+        model = build()
+    random = [op.type for op in graph.get_operations() if 'Random' in op.type]
+    variables = model.trainable_variables + model.non_trainable_variables
+    return random, [(v.name, v.shape, v.dtype) for v in variables]
+
+
+@pytest.mark.parametrize('architecture', ['fedavg_cnn', 'simple_cnn', 'cifar_cnn'])
+def test_a_model_to_load_has_the_same_variables_and_draws_no_random_numbers(architecture):
+    # Client computations load every weight before use, and TFF runs their initializers at every call.
+    model_fn = models.keras_model_fn((32, 32, 3), 10, architecture=architecture, seed=3)
+    seeded_random, seeded_variables = _graph_of(model_fn)
+    random, variables = _graph_of(lambda: models.model_to_load(model_fn))
+    assert seeded_random and not random
+    assert variables == seeded_variables
+    assert not any(np.any(v.numpy()) for v in models.model_to_load(model_fn).trainable_variables)
+    custom = models.custom_model_fn((8, 8, 1), 10)
+    assert type(models.model_to_load(custom)) is models.LinearSoftmaxModel  # a model_fn without an unseeded build
+
+
 def test_custom_model_matches_keras_linear_on_a_batch():
     rng = np.random.default_rng(0)
     batch = collections.OrderedDict(

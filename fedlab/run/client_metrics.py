@@ -9,7 +9,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from fedlab.algorithms.templates import local_training
-from fedlab.models import ModelFn
+from fedlab.models import ModelFn, model_to_load
 
 
 class ClientMetrics:
@@ -64,7 +64,7 @@ def _shard_client(model_fn, weights_type, input_spec, batch_size, finalized):
 
     @tff.tensorflow.computation(weights_type, np.str_)
     def client_evaluation(weights, shard_path):
-        model = model_fn()
+        model = model_to_load(model_fn)
 
         def evaluate_batch(batch, carry, forward):
             del forward  # the model's own forward pass, as build_fed_eval's: it updates the model's metrics itself
@@ -86,7 +86,7 @@ def _shard_client(model_fn, weights_type, input_spec, batch_size, finalized):
 def _dataset_client(model_fn, weights_type, batch_type, finalized):
     @tff.tensorflow.computation(weights_type, tff.SequenceType(batch_type))
     def client_evaluation(weights, dataset):
-        model = model_fn()
+        model = model_to_load(model_fn)
 
         @tf.function
         def evaluate(dataset):

@@ -22,7 +22,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from fedlab.algorithms.templates import local_training
-from fedlab.models import ModelFn
+from fedlab.models import ModelFn, model_to_load
 from fedlab.run import client_distribution
 from fedlab.run.client_metrics import sum_in_order
 from fedlab.run.evaluation import ClientEvaluation, PopulationEvaluation, groups_within_budget, rename_metrics
@@ -76,7 +76,7 @@ class PersonalizedMetrics:
 
         @tff.tensorflow.computation(weights_type, paths_type)
         def personalize(weights, paths):
-            model = model_fn()
+            model = model_to_load(model_fn)
             variables = adapted_variables(model, config.layers)
 
             def sgd_step(batch, carry, forward):

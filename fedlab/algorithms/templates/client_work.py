@@ -23,7 +23,7 @@ import tensorflow_federated as tff
 from fedlab.algorithms import UNIFORM
 from fedlab.algorithms.templates import local_training
 from fedlab.fast_paths.tensor_inputs import ClientInputs, model_types
-from fedlab.models import ModelFn
+from fedlab.models import ModelFn, model_to_load
 from fedlab.tff_internals import keras_forward_pass
 
 
@@ -79,7 +79,7 @@ def _specs(tensors) -> tuple:
 
 
 def model_delta_update(model_fn: ModelFn, batch_size: int, *, weighting: str, proximal_strength: float):
-    model = model_fn()
+    model = model_to_load(model_fn)
     forward_pass = keras_forward_pass.ForwardPass(model)  # metrics by plain ops, carried by the loop
 
     @tf.function(autograph=False)
@@ -126,7 +126,7 @@ def model_delta_update(model_fn: ModelFn, batch_size: int, *, weighting: str, pr
 
 
 def _build_gradient_update(model_fn: ModelFn, batch_size: int, *, weighting: str):
-    model = model_fn()
+    model = model_to_load(model_fn)
     forward_pass = keras_forward_pass.ForwardPass(model)  # metrics by plain ops, carried by the loop
 
     @tf.function(autograph=False)
@@ -159,7 +159,7 @@ def _build_gradient_update(model_fn: ModelFn, batch_size: int, *, weighting: str
 
 
 def _build_mime_lite_update(model_fn: ModelFn, batch_size: int, *, weighting: str):
-    model = model_fn()
+    model = model_to_load(model_fn)
     forward_pass = keras_forward_pass.ForwardPass(model)  # metrics by plain ops, carried by the loop
 
     @tf.function(autograph=False)
