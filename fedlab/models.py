@@ -117,8 +117,8 @@ class KerasModelFn:
 def model_to_load(model_fn: ModelFn) -> tff.learning.models.VariableModel:
     """A model whose every weight the caller sets before use (as `local_training.load_weights` does): `model_fn`'s
     unseeded build where it has one. TFF runs a computation's variable initializers at every call, and seeded
-    initializers' random draws, overwritten at once, took a fifth of TFF's worker's CPU in a small simple_cnn round
-    (docs/performance.md)."""
+    initializers' random draws, overwritten at once, took about a tenth of TFF's worker's CPU in a small simple_cnn
+    round (docs/performance.md)."""
     unseeded = getattr(model_fn, 'unseeded', None)
     return unseeded() if unseeded is not None else model_fn()
 
