@@ -1,6 +1,7 @@
 """Model builders: Keras architectures wrapped for TFF, and the tutorial's hand-written VariableModel."""
 
 import collections
+import dataclasses
 from collections.abc import Callable
 
 import tensorflow as tf
@@ -81,20 +82,15 @@ def build_keras_model(
     return tf.keras.Sequential([layers.InputLayer(image_shape), *body, layers.Softmax()], name=architecture)
 
 
-def keras_model_fn(
-    image_shape: tuple[int, ...], num_classes: int, *, architecture: str, seed: int = 0
-) -> 'KerasModelFn':
-    """A TFF model_fn that builds `architecture` and wraps it with `from_keras_model`."""
-    return KerasModelFn(architecture, tuple(image_shape), num_classes, seed)
-
-
+@dataclasses.dataclass(frozen=True)
 class KerasModelFn:
     """keras_model_fn's model_fn: calling it builds the seeded model; `unseeded()` builds the same model with
     zeros for weights, for computations that set every weight before use (`model_to_load`)."""
 
-    def __init__(self, architecture: str, image_shape: tuple[int, ...], num_classes: int, seed: int):
-        self._architecture, self._image_shape, self._num_classes, self._seed = (
-            architecture, image_shape, num_classes, seed)  # fmt: skip
+    architecture: str
+    image_shape: tuple[int, ...]
+    num_classes: int
+    seed: int
 
     def __call__(self) -> tff.learning.models.VariableModel:
         return self._wrapped(seeded=True)
@@ -104,14 +100,21 @@ class KerasModelFn:
 
     def _wrapped(self, *, seeded: bool) -> tff.learning.models.VariableModel:
         keras_model = build_keras_model(
-            self._architecture, self._image_shape, self._num_classes, seed=self._seed, seeded=seeded
+            self.architecture, self.image_shape, self.num_classes, seed=self.seed, seeded=seeded
         )
         return tff.learning.models.from_keras_model(
             keras_model,
-            input_spec=batch_spec(self._image_shape),
+            input_spec=batch_spec(self.image_shape),
             loss=tf.keras.losses.SparseCategoricalCrossentropy(),
             metrics=[tf.keras.metrics.SparseCategoricalAccuracy()],
         )
+
+
+def keras_model_fn(
+    image_shape: tuple[int, ...], num_classes: int, *, architecture: str, seed: int = 0
+) -> KerasModelFn:
+    """A TFF model_fn that builds `architecture` and wraps it with `from_keras_model`."""
+    return KerasModelFn(architecture, tuple(image_shape), num_classes, seed)
 
 
 def model_to_load(model_fn: ModelFn) -> tff.learning.models.VariableModel:
