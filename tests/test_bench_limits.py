@@ -1,18 +1,42 @@
-"""The benchmarks' yardsticks (issue 26): the GPU bench is a no-op without a GPU, and the 2-core limit computes the
-weights of fedlab's FedAvg round (to float rounding), so that eta2 compares the same work."""
+"""The benchmarks' yardsticks (issue 26): the GPU bench is a no-op without a GPU, the 2-core limit computes the
+weights of fedlab's FedAvg round (to float rounding), so that eta2 compares the same work, and the sweep bench counts
+the machine's busy CPU time."""
 
+import os
 import subprocess
 import sys
+import time
 
 import pytest
 
-from bench import gpu, two_streams
+from bench import gpu, sweep, two_streams
 from tests.conftest import REPO
 
 
 def test_the_gpu_bench_without_a_gpu_prints_one_line_and_measures_nothing(capsys):
     assert gpu.main([], gpus=lambda: []) == [gpu.NO_GPU]
     assert capsys.readouterr().out == gpu.NO_GPU + '\n'
+
+
+def test_the_sweep_bench_counts_every_busy_field_of_proc_stat_but_idle_and_iowait():
+    # user nice system idle iowait irq softirq steal guest guest_nice (guest time is already in user and nice)
+    stat = 'cpu  100 20 30 5000 40 6 7 8 50 9\ncpu0 50 10 15 2500 20 3 3 4 25 4\n'
+    tick = os.sysconf('SC_CLK_TCK')
+    assert sweep.machine_cpu_seconds(stat) == pytest.approx((100 + 20 + 30 + 6 + 7 + 8) / tick)
+
+
+def test_the_sweep_bench_sees_this_process_work_and_prints_its_share_of_the_cores():
+    before = sweep.machine_cpu_seconds()
+    if before is None:
+        pytest.skip('no /proc/stat here')
+    end = time.process_time() + 0.3
+    while time.process_time() < end:  # busy for 0.3 s of CPU
+        pass
+    assert sweep.machine_cpu_seconds() - before >= 0.25
+    assert sweep.cpu_description('sequential', 10.0, None) == 'sequential 10.0 s'
+    cores = os.cpu_count()
+    assert sweep.cpu_description('joblib', 10.0, 5.0 * cores) == (
+        f'joblib 10.0 s ({5.0 * cores:.1f} CPU-s, 0.50 of {cores} cores)')
 
 
 def test_the_limit_splits_clients_in_two_contiguous_halves():
