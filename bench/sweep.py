@@ -58,31 +58,32 @@ def cpu_description(name: str, seconds: float, cpu: float | None) -> str:
     """`name`'s wall and CPU time per sweep, and the share of the machine's cores it kept busy."""
     if cpu is None:
         return f'{name} {seconds:.1f} s'
-    return f'{name} {seconds:.1f} s ({cpu:.1f} CPU-s, {cpu / (seconds * os.cpu_count()):.2f} of {os.cpu_count()} cores)'
+    cores = os.cpu_count()
+    return f'{name} {seconds:.1f} s ({cpu:.1f} CPU-s, {cpu / (seconds * cores):.2f} of {cores} cores)'
 
 
 def compare(rounds: int, repeats: int) -> tuple[float, list[str]]:
     """joblib(2) / sequential wall time of the 4-job sweep, and its description."""
     joblib = ['hydra/launcher=joblib', 'hydra.launcher.n_jobs=2']
     times = {'sequential': 0.0, 'joblib': 0.0}
-    cpu: dict[str, float | None] = {'sequential': 0.0, 'joblib': 0.0}
+    cpu: dict[str, list[float | None]] = {'sequential': [], 'joblib': []}  # per sweep; None: not measurable
     leaked, failed = 0, 0
     # Interleaved: sequential, joblib, (sequential, joblib): the machine's load hits both alike.
     for _ in range(repeats):
         for name, launcher in [('sequential', []), ('joblib', joblib)]:
             seconds, cpu_seconds, status, leaks = sweep(launcher, rounds)
             times[name] += seconds
-            cpu[name] = None if cpu[name] is None or cpu_seconds is None else cpu[name] + cpu_seconds
+            cpu[name].append(cpu_seconds)
             leaked += leaks
             failed += status != 0
     ratio = times['joblib'] / times['sequential']
-    per_sweep = {
-        name: cpu_description(label, times[name] / repeats, None if cpu[name] is None else cpu[name] / repeats)
+    sequential, parallel = (
+        cpu_description(label, times[name] / repeats, None if None in cpu[name] else sum(cpu[name]) / repeats)
         for name, label in [('sequential', 'sequential'), ('joblib', 'joblib 2 workers')]
-    }
+    )
     description = (
         f'# 5. sweep: 4 jobs (linear, {rounds} rounds, seed=0,1,2,3), {repeats}x interleaved; '
-        f'{per_sweep["sequential"]}, {per_sweep["joblib"]}; '
+        f'{sequential}, {parallel}; '
         f'failed sweeps {failed}, leaked TFF workers {leaked}; load average {os.getloadavg()[0]:.1f}'
     )
     return (ratio if not leaked and not failed else float('inf')), [description]
