@@ -1,6 +1,6 @@
 """The benchmarks' yardsticks (issue 26): the GPU bench is a no-op without a GPU, the 2-core limit computes the
-weights of fedlab's FedAvg round (to float rounding), so that eta2 compares the same work, and the sweep bench counts
-the machine's busy CPU time."""
+weights of fedlab's FedAvg round (to float rounding), so that eta2 compares the same work, the sweep bench counts
+the machine's busy CPU time, and the arithmetic ceiling counts a round's FLOPs."""
 
 import os
 import subprocess
@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from bench import gpu, sweep, two_streams
+from bench import arithmetic, gpu, sweep, two_streams
 from tests.conftest import REPO
 
 
@@ -37,6 +37,33 @@ def test_the_sweep_bench_sees_this_process_work_and_prints_its_share_of_the_core
     cores = os.cpu_count()
     assert sweep.cpu_description('joblib', 10.0, 5.0 * cores) == (
         f'joblib 10.0 s ({5.0 * cores:.1f} CPU-s, 0.50 of {cores} cores)')
+
+
+def test_the_arithmetic_ceiling_counts_each_weighted_layers_products_forward_and_backward():
+    from fedlab import models
+
+    def flops(architecture):
+        return arithmetic.training_flops(models.build_keras_model(architecture, (28, 28, 1), 10), examples=3)
+
+    # linear: one Dense 784 x 10 on the data: forward and weight gradient, no input gradient
+    assert flops('linear') == 2 * 3 * (784 * 10 * 2)
+    # simple_cnn: Conv2D 3x3x1x16 'same' on 28x28 (first: forward, weight gradient), pooled to 14x14x16, Dense
+    # 3136 x 64 and 64 x 10 (forward, weight and input gradients)
+    conv = 28 * 28 * 16 * 3 * 3 * 1
+    assert flops('simple_cnn') == 2 * 3 * (conv * 2 + 3136 * 64 * 3 + 64 * 10 * 3)
+    # fedavg_cnn: Conv2D 5x5x1x32 on 28x28, Conv2D 5x5x32x64 on 14x14, Dense 3136 x 512 and 512 x 10
+    convs = 28 * 28 * 32 * 25 * 2 + 14 * 14 * 64 * 25 * 32 * 3
+    assert flops('fedavg_cnn') == 2 * 3 * (convs + 3136 * 512 * 3 + 512 * 10 * 3)
+
+
+def test_the_arithmetic_ceiling_line_states_each_rate_and_the_share_of_the_cores():
+    line = arithmetic.ceiling_line('m', 2 * 10**9, {'fedlab': 100.0, 'limit': 200.0, 'TFF stock': 400.0},
+                                   [20.0, 20.0], 3)
+    assert line == ("   m: arithmetic 2.00 GFLOP a round (Conv2D/Dense products, forward and gradients); GFLOP/s: "
+                    "fedlab 20.0, limit 10.0, TFF stock 5.0; the cores' float32 GEMM 40.0 (2 one-thread processes at "
+                    "once: 20.0 + 20.0); fedlab at 0.50 of it, 3x TFF stock would need 0.38")
+    rates = arithmetic.gemm_rate(2, n=64, seconds=0.1)  # runs, one figure per process (its size is not checked)
+    assert len(rates) == 2 and all(rate > 0 for rate in rates)
 
 
 def test_the_limit_splits_clients_in_two_contiguous_halves():
