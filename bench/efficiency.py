@@ -455,7 +455,7 @@ def main(argv=None) -> list[str]:
                                    f'{rates["all"] / rates["stock iterator"]:.1f}x TFF DATASET_ITERATOR'))
         lines += _limit_lines(architecture, per_repetition, limit_check, examples)
         flops = arithmetic.training_flops(models.build_keras_model(architecture, (28, 28, 1), 10), examples)
-        limit_ms = statistics.median(1000 * examples / _best_limit(rates)[1] for rates in per_repetition)
+        limit_ms = statistics.median(1000 * examples / _best_limit(repetition)[1] for repetition in per_repetition)
         lines.append(arithmetic.ceiling_line(architecture, flops, {'fedlab': ms['all'], 'limit': limit_ms,
                                                                    'TFF stock': ms['stock']}, gemm, factor_26))
         print('\n'.join(lines[first:]), flush=True)
