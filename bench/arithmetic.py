@@ -67,7 +67,7 @@ def ceiling_line(architecture: str, flops: int, ms: dict[str, float], gemm: list
     share `stock_goal` x TFF stock would need. `ms`: ms per round of 'fedlab', 'limit' and 'TFF stock'."""
     total = sum(gemm)
     rate = {name: flops / (value / 1000) / 1e9 for name, value in ms.items()}
-    needed = flops / (ms['TFF stock'] / stock_goal / 1000) / 1e9
+    needed = stock_goal * rate['TFF stock']
     rates = ', '.join(f'{name} {value:.1f}' for name, value in rate.items())
     return (f'   {architecture}: arithmetic {flops / 1e9:.2f} GFLOP a round (Conv2D/Dense products, forward and '
             f'gradients); GFLOP/s: {rates}; the cores\' float32 GEMM {total:.1f} ({len(gemm)} one-thread processes '

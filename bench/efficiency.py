@@ -371,13 +371,17 @@ def _pooled_rates(per_repetition: list[dict]) -> dict:
     return {name: len(per_repetition) / sum(1 / rates[name] for rates in per_repetition) for name in per_repetition[0]}
 
 
+def _limit_ms(per_repetition: list[dict], examples: int) -> list[float]:
+    """The 2-core limit's ms per round in each repetition (its fastest setting there)."""
+    return [1000 * examples / _best_limit(rates)[1] for rates in per_repetition]
+
+
 def _limit_lines(architecture: str, per_repetition: list[dict], limit_check: str, examples: int) -> list[str]:
     """The 2-core limit's ms per round and eta2 = fedlab all three ÷ the limit: median and spread of repetitions."""
     import statistics
 
-    best = [_best_limit(rates) for rates in per_repetition]
-    eta2 = [rates['all'] / rate for rates, (_, rate) in zip(per_repetition, best)]
-    limit_ms = [1000 * examples / rate for _, rate in best]
+    eta2 = [rates['all'] / _best_limit(rates)[1] for rates in per_repetition]
+    limit_ms = _limit_ms(per_repetition, examples)
     pooled = _pooled_rates(per_repetition)
     settings = ', '.join(f'{label} {1000 * examples / pooled[name]:.1f}' for name, label in LIMIT_SETTINGS.items())
     median = statistics.median(eta2)
@@ -455,7 +459,7 @@ def main(argv=None) -> list[str]:
                                    f'{rates["all"] / rates["stock iterator"]:.1f}x TFF DATASET_ITERATOR'))
         lines += _limit_lines(architecture, per_repetition, limit_check, examples)
         flops = arithmetic.training_flops(models.build_keras_model(architecture, (28, 28, 1), 10), examples)
-        limit_ms = statistics.median(1000 * examples / _best_limit(repetition)[1] for repetition in per_repetition)
+        limit_ms = statistics.median(_limit_ms(per_repetition, examples))
         lines.append(arithmetic.ceiling_line(architecture, flops, {'fedlab': ms['all'], 'limit': limit_ms,
                                                                    'TFF stock': ms['stock']}, gemm, factor_26))
         print('\n'.join(lines[first:]), flush=True)
