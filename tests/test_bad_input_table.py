@@ -219,7 +219,7 @@ def test_ctrl_c_during_start_up_exits_130_without_a_traceback(after_s, tmp_path)
     time.sleep(after_s)
     proc.send_signal(2)
     _, stderr = proc.communicate(timeout=300)
-    assert proc.returncode in (130, 0), stderr[-3000:]  # 0: the run had already finished (a very fast machine)
+    assert proc.returncode in (130, 0), stderr[-3000:]  # 0: the run had finished (a debug run takes ~9 s here)
     assert 'Traceback' not in stderr and 'Exception ignored' not in stderr, stderr[-3000:]
     assert [line for line in stderr.splitlines() if line.startswith('fedlab:')] in (
         [], ['fedlab: Ctrl-C: stopping after this round (Ctrl-C again stops at once; complete rounds are kept)']

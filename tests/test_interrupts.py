@@ -109,3 +109,32 @@ def test_a_signal_before_the_handlers_is_remembered_and_stops_the_body_before_it
         with interrupts.handled():
             started = True
     assert exit_info.value.code == 130 and not started and not interrupts.stop_requested()
+
+
+@pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_the_finished_process_exits_leaves_its_exit_status(signum):
+    """Python's finalization (a second of TensorFlow's teardown after a run) restores the default handlers: a Ctrl-C
+    then killed a finished fedlab by SIGINT (status -2). Here a stand-in CLI returns, and an object torn down with
+    the modules holds the process in finalization while the signal arrives."""
+    import subprocess
+    import textwrap
+
+    code = textwrap.dedent("""
+        import os, sys, time, types
+        sys.modules['fedlab.cli'] = types.SimpleNamespace(main=lambda: None)  # the run, done
+        from fedlab import __main__ as command
+
+        class TornDownLast:
+            def __del__(self, write=os.write, sleep=time.sleep):
+                write(2, b'finalizing\\n')
+                sleep(3)
+
+        held = TornDownLast()
+        command.main()
+    """)
+    env = {**os.environ, 'PYTHONPATH': os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
+    proc = subprocess.Popen([sys.executable, '-c', code], stderr=subprocess.PIPE, text=True, env=env)
+    assert proc.stderr.readline() == 'finalizing\n'
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr

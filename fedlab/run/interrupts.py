@@ -68,6 +68,16 @@ def forget_swallowed_keyboard_interrupt() -> None:
         pass
 
 
+def ignore_while_exiting() -> None:
+    """From here the process only exits (fedlab.__main__, after the CLI returned or raised): Ctrl-C and SIGTERM are
+    ignored. Python's finalization resets every handler it installed to the default before it tears down TensorFlow
+    (about a second), so a Ctrl-C then killed the finished process by SIGINT (status -2) instead of letting it exit
+    with its own status; an ignored signal stays ignored. The run's files are complete by now, or the status says
+    how the run stopped. SIGKILL still ends a teardown that hangs."""
+    for signum in SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+
+
 def stop_requested() -> bool:
     return bool(_State.received)
 
