@@ -17,7 +17,7 @@ from fedlab import cli
 from fedlab.config import efficiency
 from fedlab.errors import FedlabError, TrainingDiverged
 from fedlab.fast_paths import round_blocks
-from fedlab.record import recorder
+from fedlab.record import checkpoints, recorder
 from fedlab.run import interrupts, worker_processes
 from fedlab.tff_internals import resident_state
 from tests.conftest import compose_config
@@ -332,6 +332,36 @@ def test_interrupt_inside_a_block_stops_after_it_and_resumes_to_the_same_tables(
     assert [int(r['round']) for r in _rows(tmp_path / 'run' / 'metrics.csv')] == [1, 2, 3, 4]
     monkeypatch.setattr(round_blocks.RoundBlocks, 'next', original)
     cli.train(compose_config(overrides), tmp_path / 'run')  # resumes after round 4
+    for table in ('metrics.csv', 'clients.csv'):
+        assert (tmp_path / 'run' / table).read_text() == (tmp_path / 'uninterrupted' / table).read_text()
+
+
+def test_a_second_ctrl_c_inside_a_round_checkpoints_the_last_round_kept_in_tffs_worker(tmp_path, monkeypatch, capfd):
+    """Two signals while round 3 trains with the state in TFF's worker: the second stops at once, and the stop's
+    checkpoint is round 2's, fetched from the worker (it was once missing: the run resumed from its start)."""
+    overrides = [*BASE, 'rounds=4', *RESIDENT]
+    original = round_blocks.RoundBlocks.next
+    calls = []
+
+    def interrupted_next(self, *args, **kwargs):
+        calls.append(True)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # the first: stop after this round
+            os.kill(os.getpid(), signal.SIGINT)  # the second: at once
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(round_blocks.RoundBlocks, 'next', interrupted_next)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            cli.train(compose_config(overrides), tmp_path / 'run')
+    finally:
+        interrupts._State.received.clear()  # as the CLI's handlers do when the command ends
+    assert 'stopping after this round' in capfd.readouterr().err
+    assert [int(r['round']) for r in _rows(tmp_path / 'run' / 'metrics.csv')] == [1, 2]
+    assert checkpoints.CheckpointStore(tmp_path / 'run' / 'checkpoints').rounds() == [2]
+    monkeypatch.setattr(round_blocks.RoundBlocks, 'next', original)
+    cli.train(compose_config(overrides), tmp_path / 'run')  # resumes after round 2
+    cli.train(compose_config(overrides), tmp_path / 'uninterrupted')
     for table in ('metrics.csv', 'clients.csv'):
         assert (tmp_path / 'run' / table).read_text() == (tmp_path / 'uninterrupted' / table).read_text()
 

@@ -257,16 +257,17 @@ def test_multirun_reports_a_failed_job_and_runs_the_others(tmp_path):
     assert not _workers_with_token(token)
 
 
-# Timing-dependent: on a loaded machine (2026-12-04) it once found no checkpoint of the last complete round, whose
-# state had stayed in TFF's worker (resident_state) when both signals landed in the next round. Not yet explained.
 @pytest.mark.slow
 def test_a_second_ctrl_c_stops_at_once_keeping_only_complete_rounds(tmp_path):
-    """fedavg_cnn rounds take about a second: the second Ctrl-C lands inside a round's TFF computation."""
+    """fedavg_cnn rounds of 40 local epochs take over half a second: both signals land inside round 3's TFF
+    computation, where round 2's state is in TFF's worker (resident_state); the stop fetches it for its checkpoint
+    (it was once missing: a run with checkpoint_every=0 then resumed from its start)."""
     token = uuid.uuid4().hex
-    proc = _start(['model=fedavg_cnn', 'rounds=200', 'eval_every=0', 'checkpoint_every=0'], tmp_path / 'run', token)
+    overrides = ['model=fedavg_cnn', 'client_epochs=40', 'rounds=200', 'eval_every=0', 'checkpoint_every=0']
+    proc = _start(overrides, tmp_path / 'run', token)
     _wait_for_round(proc, 2)
     proc.send_signal(signal.SIGINT)
-    time.sleep(0.2)
+    time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=120) == 130  # never a C++ abort (134); wait(): a leaked worker would hold stdout open
     assert not _workers_with_token(token)

@@ -1,6 +1,7 @@
 """Run a TFF learning process round by round (the processes themselves: fedlab.algorithms)."""
 
 import dataclasses
+import logging
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -9,7 +10,7 @@ import tensorflow_federated as tff
 
 from fedlab.algorithms.schedules import LearningRates
 from fedlab.config.efficiency import Efficiency
-from fedlab.errors import TrainingDiverged
+from fedlab.errors import TrainingDiverged, one_line_text
 from fedlab.fast_paths import round_blocks
 from fedlab.models import ModelFn
 from fedlab.run import evaluation, interrupts
@@ -17,6 +18,8 @@ from fedlab.run.client_states import StatefulRounds
 from fedlab.run.observers import Evaluations, RoundObserver, RoundResult
 from fedlab.sampling import Sampler
 from fedlab.tff_internals import serialization
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,25 +157,43 @@ class RoundLoop:
             if interrupts.stop_requested():
                 state = self._state_in_python(state, after_round=round_num - 1)
             interrupts.raise_if_requested()
-            planned = round_blocks.plan(
-                round_num,
-                self._schedule.rounds,
-                self._sampler,
-                rounds_per_call=self._rounds_per_call,
-                state_needed_after=self._state_needed_after,
-            )
-            trained = None
-            if self._blocks and (len(planned) > 1 or self._blocks.resident) and planned[0].client_ids:
-                trained = self._train_block(state, planned)
-            if trained is None:  # no blocks, a block of one, or a block with a non-finite round
-                state = self._train_one_by_one(state, planned)
-            else:
-                state = self._record_block(planned, *trained)
-            round_num += len(planned)
+            try:
+                state, round_num = self._train_and_record(state, round_num)
+            except (KeyboardInterrupt, interrupts.Terminated):
+                self._fetch_on_stop(state, after_round=round_num - 1)
+                raise
             self.stopped = next(filter(None, (observer.stop_reason() for observer in self._observers)), None)
             if self.stopped:  # (an evaluation ends a block, so a target is reached at a block's last round)
                 return self._state_in_python(state, after_round=round_num - 1)
         return state
+
+    def _train_and_record(self, state, round_num: int):
+        """The next round, or block of rounds, from `round_num`: (the state after it, the round after it)."""
+        planned = round_blocks.plan(
+            round_num,
+            self._schedule.rounds,
+            self._sampler,
+            rounds_per_call=self._rounds_per_call,
+            state_needed_after=self._state_needed_after,
+        )
+        trained = None
+        if self._blocks and (len(planned) > 1 or self._blocks.resident) and planned[0].client_ids:
+            trained = self._train_block(state, planned)
+        if trained is None:  # no blocks, a block of one, or a block with a non-finite round
+            state = self._train_one_by_one(state, planned)
+        else:
+            state = self._record_block(planned, *trained)
+        return state, round_num + len(planned)
+
+    def _fetch_on_stop(self, state, *, after_round: int) -> None:
+        """A signal that stops at once (a second Ctrl-C, inside a TFF call) leaves the state of the last complete
+        round in TFF's worker, out of the stop's checkpoint: it is fetched first, unless the worker died with the
+        signal (then the run resumes from its last checkpoint)."""
+        try:
+            self._state_in_python(state, after_round=after_round)
+        except Exception as error:
+            log.warning("round %d's state could not be fetched from TFF's worker at the stop (%s)", after_round,
+                        one_line_text(error) or type(error).__name__)  # fmt: skip
 
     def _state_needed_after(self, round_num: int) -> bool:
         """Whether the state after `round_num` must reach Python: for an evaluation, or an observer."""
