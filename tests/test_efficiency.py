@@ -308,29 +308,36 @@ def test_the_worker_is_started_with_the_intra_op_threads(threads, expected, monk
         worker_processes.set_intra_op_threads(None)
 
 
-@pytest.mark.slow  # two runs of 6 rounds; blocks stay byte-identical in the default suite
-def test_interrupt_inside_a_block_stops_after_it_and_resumes_to_the_same_tables(tmp_path, monkeypatch, capsys):
-    overrides = [*BASE, 'rounds=6', 'checkpoint_every=0', 'sampling=uniform', *BOTH]
-    cli.train(compose_config(overrides), tmp_path / 'uninterrupted')
-
+def _interrupted_in_a_call(overrides, run_dir, monkeypatch, *, call: int, signals: int) -> None:
+    """Runs cli.train with `signals` SIGINTs sent as RoundBlocks.next's `call`-th call starts (the first asks to
+    stop after it, a second stops at once); the run must end in KeyboardInterrupt."""
     original = round_blocks.RoundBlocks.next
     calls = []
 
-    def interrupted_next(self, *args, **kwargs):  # Ctrl-C while the second block (rounds 3-4) trains
+    def interrupted_next(self, *args, **kwargs):
         calls.append(True)
-        if len(calls) == 2:
-            os.kill(os.getpid(), signal.SIGINT)
+        if len(calls) == call:
+            for _ in range(signals):
+                os.kill(os.getpid(), signal.SIGINT)
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(round_blocks.RoundBlocks, 'next', interrupted_next)
     try:
         with pytest.raises(KeyboardInterrupt):
-            cli.train(compose_config(overrides), tmp_path / 'run')
+            cli.train(compose_config(overrides), run_dir)
     finally:
         interrupts._State.received.clear()  # as the CLI's handlers do when the command ends
-    assert 'stopping after this block of rounds (3-4)' in capsys.readouterr().err
+        monkeypatch.setattr(round_blocks.RoundBlocks, 'next', original)
+
+
+@pytest.mark.slow  # two runs of 6 rounds; blocks stay byte-identical in the default suite
+def test_interrupt_inside_a_block_stops_after_it_and_resumes_to_the_same_tables(tmp_path, monkeypatch, capfd):
+    overrides = [*BASE, 'rounds=6', 'checkpoint_every=0', 'sampling=uniform', *BOTH]
+    cli.train(compose_config(overrides), tmp_path / 'uninterrupted')
+
+    _interrupted_in_a_call(overrides, tmp_path / 'run', monkeypatch, call=2, signals=1)  # the block of rounds 3-4
+    assert 'stopping after this block of rounds (3-4)' in capfd.readouterr().err
     assert [int(r['round']) for r in _rows(tmp_path / 'run' / 'metrics.csv')] == [1, 2, 3, 4]
-    monkeypatch.setattr(round_blocks.RoundBlocks, 'next', original)
     cli.train(compose_config(overrides), tmp_path / 'run')  # resumes after round 4
     for table in ('metrics.csv', 'clients.csv'):
         assert (tmp_path / 'run' / table).read_text() == (tmp_path / 'uninterrupted' / table).read_text()
@@ -340,26 +347,10 @@ def test_a_second_ctrl_c_inside_a_round_checkpoints_the_last_round_kept_in_tffs_
     """Two signals while round 3 trains with the state in TFF's worker: the second stops at once, and the stop's
     checkpoint is round 2's, fetched from the worker (it was once missing: the run resumed from its start)."""
     overrides = [*BASE, 'rounds=4', *RESIDENT]
-    original = round_blocks.RoundBlocks.next
-    calls = []
-
-    def interrupted_next(self, *args, **kwargs):
-        calls.append(True)
-        if len(calls) == 3:
-            os.kill(os.getpid(), signal.SIGINT)  # the first: stop after this round
-            os.kill(os.getpid(), signal.SIGINT)  # the second: at once
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(round_blocks.RoundBlocks, 'next', interrupted_next)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            cli.train(compose_config(overrides), tmp_path / 'run')
-    finally:
-        interrupts._State.received.clear()  # as the CLI's handlers do when the command ends
+    _interrupted_in_a_call(overrides, tmp_path / 'run', monkeypatch, call=3, signals=2)  # round 3's
     assert 'stopping after this round' in capfd.readouterr().err
     assert [int(r['round']) for r in _rows(tmp_path / 'run' / 'metrics.csv')] == [1, 2]
     assert checkpoints.CheckpointStore(tmp_path / 'run' / 'checkpoints').rounds() == [2]
-    monkeypatch.setattr(round_blocks.RoundBlocks, 'next', original)
     cli.train(compose_config(overrides), tmp_path / 'run')  # resumes after round 2
     cli.train(compose_config(overrides), tmp_path / 'uninterrupted')
     for table in ('metrics.csv', 'clients.csv'):
