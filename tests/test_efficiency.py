@@ -18,7 +18,7 @@ from fedlab.config import efficiency
 from fedlab.errors import FedlabError, TrainingDiverged
 from fedlab.fast_paths import round_blocks
 from fedlab.record import checkpoints, recorder
-from fedlab.run import interrupts, worker_processes
+from fedlab.run import interrupts, round_loop, worker_processes
 from fedlab.tff_internals import resident_state
 from tests.conftest import compose_config
 
@@ -308,26 +308,28 @@ def test_the_worker_is_started_with_the_intra_op_threads(threads, expected, monk
         worker_processes.set_intra_op_threads(None)
 
 
-def _interrupted_in_a_call(overrides, run_dir, monkeypatch, *, call: int, signals: int) -> None:
-    """Runs cli.train with `signals` SIGINTs sent as RoundBlocks.next's `call`-th call starts (the first asks to
-    stop after it, a second stops at once); the run must end in KeyboardInterrupt."""
-    original = round_blocks.RoundBlocks.next
+def _interrupted_in_a_call(overrides, run_dir, monkeypatch, *, call: int, signals: int,
+                           method=(round_blocks.RoundBlocks, 'next')) -> None:  # fmt: skip
+    """Runs cli.train with `signals` SIGINTs sent as `method`'s `call`-th call starts (RoundBlocks.next: a TFF
+    call; the first signal asks to stop after it, a second stops at once); the run must end in KeyboardInterrupt."""
+    owner, name = method
+    original = getattr(owner, name)
     calls = []
 
-    def interrupted_next(self, *args, **kwargs):
+    def interrupted(self, *args, **kwargs):
         calls.append(True)
         if len(calls) == call:
             for _ in range(signals):
                 os.kill(os.getpid(), signal.SIGINT)
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(round_blocks.RoundBlocks, 'next', interrupted_next)
+    monkeypatch.setattr(owner, name, interrupted)
     try:
         with pytest.raises(KeyboardInterrupt):
             cli.train(compose_config(overrides), run_dir)
     finally:
         interrupts._State.received.clear()  # as the CLI's handlers do when the command ends
-        monkeypatch.setattr(round_blocks.RoundBlocks, 'next', original)
+        monkeypatch.setattr(owner, name, original)
 
 
 @pytest.mark.slow  # two runs of 6 rounds; blocks stay byte-identical in the default suite
@@ -343,15 +345,23 @@ def test_interrupt_inside_a_block_stops_after_it_and_resumes_to_the_same_tables(
         assert (tmp_path / 'run' / table).read_text() == (tmp_path / 'uninterrupted' / table).read_text()
 
 
-def test_a_second_ctrl_c_inside_a_round_checkpoints_the_last_round_kept_in_tffs_worker(tmp_path, monkeypatch, capfd):
-    """Two signals while round 3 trains with the state in TFF's worker: the second stops at once, and the stop's
-    checkpoint is round 2's, fetched from the worker (it was once missing: the run resumed from its start)."""
+@pytest.mark.parametrize(
+    'method,complete',
+    [((round_blocks.RoundBlocks, 'next'), 2), ((round_loop.RoundLoop, '_finish_round'), 3)],
+    ids=['training', 'recording'],
+)
+def test_a_second_ctrl_c_in_round_3_checkpoints_the_last_round_kept_in_tffs_worker(
+    method, complete, tmp_path, monkeypatch, capfd
+):
+    """Two signals while round 3 trains (or is recorded) with the state in TFF's worker: the second stops at once,
+    and the stop's checkpoint is the last complete round's, fetched from the worker (it was once missing: the run
+    resumed from its start)."""
     overrides = [*BASE, 'rounds=4', *RESIDENT]
-    _interrupted_in_a_call(overrides, tmp_path / 'run', monkeypatch, call=3, signals=2)  # round 3's
+    _interrupted_in_a_call(overrides, tmp_path / 'run', monkeypatch, call=3, signals=2, method=method)
     assert 'stopping after this round' in capfd.readouterr().err
-    assert [int(r['round']) for r in _rows(tmp_path / 'run' / 'metrics.csv')] == [1, 2]
-    assert checkpoints.CheckpointStore(tmp_path / 'run' / 'checkpoints').rounds() == [2]
-    cli.train(compose_config(overrides), tmp_path / 'run')  # resumes after round 2
+    assert [int(r['round']) for r in _rows(tmp_path / 'run' / 'metrics.csv')] == list(range(1, complete + 1))
+    assert checkpoints.CheckpointStore(tmp_path / 'run' / 'checkpoints').rounds() == [complete]
+    cli.train(compose_config(overrides), tmp_path / 'run')  # resumes after the last complete round
     cli.train(compose_config(overrides), tmp_path / 'uninterrupted')
     for table in ('metrics.csv', 'clients.csv'):
         assert (tmp_path / 'run' / table).read_text() == (tmp_path / 'uninterrupted' / table).read_text()

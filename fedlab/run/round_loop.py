@@ -151,6 +151,7 @@ class RoundLoop:
         if state is None:
             state = self._process.initialize()
         round_num = start_round
+        self._last_complete = (start_round - 1, state)  # the latest recorded round and its state (maybe a handle)
         while round_num <= self._schedule.rounds:
             # The round (or block) boundary, where a Ctrl-C or SIGTERM stops the run: with the state in TFF's worker,
             # it comes back first, so that the stop checkpoints the last round.
@@ -160,7 +161,7 @@ class RoundLoop:
             try:
                 state, round_num = self._train_and_record(state, round_num)
             except (KeyboardInterrupt, interrupts.Terminated):
-                self._fetch_on_stop(state, after_round=round_num - 1)
+                self._fetch_on_stop()
                 raise
             self.stopped = next(filter(None, (observer.stop_reason() for observer in self._observers)), None)
             if self.stopped:  # (an evaluation ends a block, so a target is reached at a block's last round)
@@ -185,10 +186,11 @@ class RoundLoop:
             state = self._record_block(planned, *trained)
         return state, round_num + len(planned)
 
-    def _fetch_on_stop(self, state, *, after_round: int) -> None:
+    def _fetch_on_stop(self) -> None:
         """A signal that stops at once (a second Ctrl-C, inside a TFF call) leaves the state of the last complete
         round in TFF's worker, out of the stop's checkpoint: it is fetched first, unless the worker died with the
         signal (then the run resumes from its last checkpoint)."""
+        after_round, state = self._last_complete
         try:
             self._state_in_python(state, after_round=after_round)
         except Exception as error:
@@ -227,6 +229,7 @@ class RoundLoop:
                 )
             state = output.state
             self._finish_round(planned_round, output.metrics, time.perf_counter() - start, state)
+            self._last_complete = (planned_round.round_num, state)
         return state
 
     def _train_block(self, state, planned: list[round_blocks.PlannedRound]):
@@ -256,6 +259,7 @@ class RoundLoop:
             for planned_round, metrics in zip(planned, block_metrics):
                 after = state if planned_round is planned[-1] and not self._blocks.is_handle(state) else None
                 self._finish_round(planned_round, metrics, seconds / len(planned), after)
+            self._last_complete = (last, state)  # before the section ends, where a second Ctrl-C is raised
         return state
 
     def _finish_round(self, planned: round_blocks.PlannedRound, metrics, train_seconds: float, state) -> None:
